@@ -1,0 +1,74 @@
+//! One module per command family; [`dispatch`] routes a parsed command line to it.
+
+pub mod audit;
+mod completions;
+mod environment;
+pub mod inject;
+pub mod invite;
+mod join;
+pub mod permission;
+pub mod principal;
+mod project;
+pub mod rotate;
+pub mod run;
+mod secret;
+pub mod transfer;
+mod whoami;
+mod workspace;
+
+use std::io::{BufRead, Write};
+
+use crate::args::{Cli, Command};
+use crate::context::Context;
+use crate::failure::CliError;
+use crate::output::Out;
+
+/// Runs the command `cli` describes.
+pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    if let Command::Completions(a) = &cli.command {
+        // Needs no context: works even with a broken environment.
+        return completions::run(a);
+    }
+    let ctx = Context::from_process(&cli.global)?;
+    let out = Out::new(ctx.output);
+    match &cli.command {
+        Command::Join(a) => join::run(&ctx, &out, a).await,
+        Command::Whoami => whoami::run(&ctx, &out).await,
+        Command::Workspace(c) => workspace::run(&ctx, &out, c).await,
+        Command::Project(c) => project::run(&ctx, &out, c).await,
+        Command::Environment(c) => environment::run(&ctx, &out, c).await,
+        Command::Secret(c) => secret::run(&ctx, &out, c).await,
+        Command::Audit(c) => audit::run(&ctx, &out, c).await,
+        Command::Run(a) => run::run(&ctx, a).await,
+        Command::Inject(a) => inject::run(&ctx, &out, a).await,
+        Command::Permission(c) => permission::run(&ctx, &out, c, &cli.global).await,
+        Command::Invite(c) => invite::run(&ctx, &out, c).await,
+        Command::Principal(c) => principal::run(&ctx, &out, c, &cli.global).await,
+        Command::Completions(_) => unreachable!("handled above"),
+    }
+}
+
+/// Asks before deleting `what`, unless `yes`. Without a terminal it cannot ask, so it refuses
+/// and points at `--yes`.
+fn confirm_delete(ctx: &Context, yes: bool, what: &str, consequence: &str) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !ctx.interactive {
+        return Err(CliError::NeedsConfirmation {
+            what: what.to_owned(),
+        });
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "delete {what}{consequence}? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Sdk(zopp_cli::Error::io("cannot read", "stdin", e)))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(CliError::Cancelled),
+    }
+}

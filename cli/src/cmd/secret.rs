@@ -1,0 +1,311 @@
+//! `zopp secret set|get|list|delete|history|rollback`.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use zeroize::Zeroizing;
+use zopp_cli::validate::{check_name, check_value_len, NameKind, MAX_VALUE_LEN};
+use zopp_cli::{Error, SecretRecord};
+use zopp_crypto::envelope::SecretKind;
+
+use crate::args::{SecretCommand, SecretSetArgs};
+use crate::context::Context;
+use crate::failure::CliError;
+use crate::output::{
+    rfc3339, HistoryRowJson, Out, SecretDeletedJson, SecretRollbackJson, SecretRowJson,
+    SecretSetJson, SecretValueJson,
+};
+
+/// Runs a secret command.
+pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), CliError> {
+    match cmd {
+        SecretCommand::Set(a) => set(ctx, out, a).await,
+        SecretCommand::Get(a) => {
+            check_name(NameKind::Secret, &a.name)?;
+            let env = ctx.env_ref()?;
+            let rec = ctx
+                .client()
+                .await?
+                .get_secret(&env, &a.name, a.version)
+                .await?;
+            if out.is_json() {
+                return out.json(&SecretValueJson {
+                    name: &rec.name,
+                    value: utf8(&rec)?,
+                    version: rec.version,
+                });
+            }
+            // Exactly the value and one newline, so `$(zopp secret get K)` gives back the value.
+            let value = rec.expose_value();
+            let mut buf = Zeroizing::new(Vec::with_capacity(value.len() + 1));
+            buf.extend_from_slice(value);
+            buf.push(b'\n');
+            out.bytes(&buf)
+        }
+        SecretCommand::List => {
+            let env = ctx.env_ref()?;
+            let state = ctx.client().await?.fetch_environment(&env).await?;
+            // Kubeconfigs and apps live in the same store; `secret list` shows plain secrets.
+            let secrets: Vec<&SecretRecord> = state
+                .secrets
+                .iter()
+                .filter(|s| s.kind() == Some(SecretKind::Secret))
+                .collect();
+            if out.is_json() {
+                let rows: Vec<_> = secrets
+                    .iter()
+                    .map(|s| SecretRowJson {
+                        name: &s.name,
+                        version: s.version,
+                        updated_at: rfc3339(s.created_at_ms),
+                        updated_by: s.writer.label(),
+                    })
+                    .collect();
+                return out.json(&rows);
+            }
+            let rows: Vec<Vec<String>> = secrets
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.version.to_string(),
+                        rfc3339(s.created_at_ms),
+                        s.writer.label().to_owned(),
+                    ]
+                })
+                .collect();
+            out.table(&["NAME", "VERSION", "UPDATED", "UPDATED BY"], &rows)
+        }
+        SecretCommand::Delete(a) => {
+            check_name(NameKind::Secret, &a.name)?;
+            let env = ctx.env_ref()?;
+            let done = ctx.client().await?.delete_secret(&env, &a.name).await?;
+            if out.is_json() {
+                return out.json(&SecretDeletedJson {
+                    name: &done.name,
+                    version: done.version,
+                    deleted: true,
+                });
+            }
+            out.note(&format!(
+                "deleted secret '{}' (version {}; `zopp secret rollback {} --to {}` restores it)",
+                done.name,
+                done.version,
+                done.name,
+                done.version - 1
+            ));
+            Ok(())
+        }
+        SecretCommand::History(a) => {
+            check_name(NameKind::Secret, &a.name)?;
+            let env = ctx.env_ref()?;
+            let history = ctx.client().await?.secret_history(&env, &a.name).await?;
+            if out.is_json() {
+                let rows = history
+                    .iter()
+                    .map(|r| {
+                        Ok(HistoryRowJson {
+                            version: r.version,
+                            updated_at: rfc3339(r.created_at_ms),
+                            updated_by: r.writer.label(),
+                            deleted: r.is_deleted(),
+                            value: if a.show_values && !r.is_deleted() {
+                                Some(utf8(r)?)
+                            } else {
+                                None
+                            },
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CliError>>()?;
+                return out.json(&rows);
+            }
+            let mut header = vec!["VERSION", "UPDATED", "UPDATED BY", "CHANGE"];
+            if a.show_values {
+                header.push("VALUE");
+            }
+            let rows: Vec<Vec<String>> = history
+                .iter()
+                .map(|r| {
+                    let mut row = vec![
+                        r.version.to_string(),
+                        rfc3339(r.created_at_ms),
+                        r.writer.label().to_owned(),
+                        if r.is_deleted() { "deleted" } else { "set" }.to_owned(),
+                    ];
+                    if a.show_values {
+                        // One line per version: escape newlines and control characters.
+                        row.push(
+                            String::from_utf8_lossy(r.expose_value())
+                                .escape_debug()
+                                .to_string(),
+                        );
+                    }
+                    row
+                })
+                .collect();
+            out.table(&header, &rows)
+        }
+        SecretCommand::Import(a) => crate::cmd::transfer::import(ctx, out, a).await,
+        SecretCommand::Export(a) => crate::cmd::transfer::export(ctx, out, a).await,
+        SecretCommand::Rollback(a) => {
+            check_name(NameKind::Secret, &a.name)?;
+            let env = ctx.env_ref()?;
+            let done = ctx
+                .client()
+                .await?
+                .rollback_secret(&env, &a.name, a.to)
+                .await?;
+            if out.is_json() {
+                return out.json(&SecretRollbackJson {
+                    name: &done.name,
+                    version: done.version,
+                    rolled_back_to: a.to,
+                });
+            }
+            out.note(&format!(
+                "restored secret '{}' to the value of version {} as version {}",
+                done.name, a.to, done.version
+            ));
+            Ok(())
+        }
+    }
+}
+
+async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError> {
+    check_name(NameKind::Secret, &a.name)?;
+    let env = ctx.env_ref()?;
+    // The value is read (and its size checked) before any prompt for a passphrase or call.
+    let value = read_value(a, ctx.interactive)?;
+    let done = ctx
+        .client()
+        .await?
+        .set_secret(&env, &a.name, &value, a.if_version)
+        .await?;
+    if out.is_json() {
+        return out.json(&SecretSetJson {
+            name: &done.name,
+            version: done.version,
+            env_version: done.env_version,
+        });
+    }
+    out.note(&format!(
+        "set secret '{}' (version {})",
+        done.name, done.version
+    ));
+    Ok(())
+}
+
+/// The value as UTF-8 for JSON output.
+fn utf8(rec: &SecretRecord) -> Result<&str, CliError> {
+    std::str::from_utf8(rec.expose_value()).map_err(|_| {
+        Error::Unrepresentable {
+            name: rec.name.clone(),
+            reason: "is not valid UTF-8, so it cannot be printed as JSON",
+        }
+        .into()
+    })
+}
+
+/// Reads the value from the argument, stdin (`-`), `--file`, or a hidden prompt.
+fn read_value(a: &SecretSetArgs, interactive: bool) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    if let Some(path) = &a.file {
+        return read_file(path);
+    }
+    match a.value.as_deref() {
+        Some(v) if v == OsStr::new("-") => read_limited(std::io::stdin().lock())
+            .map_err(|e| Error::io("cannot read", "stdin", e).into())
+            .and_then(checked),
+        Some(v) => checked(Zeroizing::new(v.as_bytes().to_vec())),
+        None if interactive => {
+            let v = rpassword::prompt_password(format!("value for '{}': ", a.name))
+                .map_err(|e| Error::io("cannot read a value from", "/dev/tty", e))?;
+            checked(Zeroizing::new(v.into_bytes()))
+        }
+        None => Err(CliError::usage(
+            format!("no value given for secret '{}'", a.name),
+            "pass the value, - to read it from stdin, or --file FILE",
+        )),
+    }
+}
+
+fn checked(v: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    check_value_len(v.len())?;
+    Ok(v)
+}
+
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let v = read_limited(f).map_err(|e| Error::io("cannot read", path, e))?;
+    checked(v)
+}
+
+/// Reads to the end, but at most one byte past the limit: enough to tell that a value is too
+/// large without holding an unbounded input in memory. The buffer is allocated once, so no
+/// reallocation leaves unwiped copies of the value behind.
+fn read_limited(r: impl Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_VALUE_LEN + 1));
+    r.take(MAX_VALUE_LEN as u64 + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(value: Option<&str>, file: Option<&Path>) -> SecretSetArgs {
+        SecretSetArgs {
+            name: "K".into(),
+            value: value.map(Into::into),
+            file: file.map(Into::into),
+            if_version: None,
+        }
+    }
+
+    #[test]
+    fn values_come_from_argument_or_file_byte_for_byte() {
+        let v = read_value(&args(Some("a b\n"), None), false).expect("arg");
+        assert_eq!(v.as_slice(), b"a b\n");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = tmp.path().join("v");
+        std::fs::write(&f, b"\x00\xffbinary\r\n").expect("write");
+        let v = read_value(&args(None, Some(&f)), false).expect("file");
+        assert_eq!(v.as_slice(), b"\x00\xffbinary\r\n");
+    }
+
+    #[test]
+    fn size_limit_is_exact() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = tmp.path().join("v");
+        std::fs::write(&f, vec![b'x'; MAX_VALUE_LEN]).expect("write");
+        assert_eq!(
+            read_value(&args(None, Some(&f)), false)
+                .expect("exactly 1 MiB")
+                .len(),
+            MAX_VALUE_LEN
+        );
+        std::fs::write(&f, vec![b'x'; MAX_VALUE_LEN + 1]).expect("write");
+        let err = read_value(&args(None, Some(&f)), false).expect_err("too big");
+        assert!(matches!(err, CliError::Sdk(Error::ValueTooLarge { .. })));
+    }
+
+    #[test]
+    fn no_value_without_a_terminal_is_a_usage_error() {
+        let err = read_value(&args(None, None), false).expect_err("nothing to read");
+        let CliError::Usage { hint, .. } = err else {
+            panic!("usage error")
+        };
+        assert!(hint.expect("hint").contains("--file"));
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err =
+            read_value(&args(None, Some(Path::new("/nonexistent/v"))), false).expect_err("missing");
+        let CliError::Sdk(e) = err else {
+            panic!("sdk error")
+        };
+        assert!(e.to_string().contains("/nonexistent/v"));
+    }
+}

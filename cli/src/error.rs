@@ -1,0 +1,292 @@
+//! The SDK's error type. Messages name the object involved (never a secret value); the `zopp`
+//! binary adds hints and exit codes in one place (`main.rs`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::validate::NameKind;
+
+/// Result alias for the SDK.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the client SDK can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name breaks the naming rules (refused before any network call).
+    #[error("invalid {kind} name '{name}': {reason}")]
+    InvalidName {
+        /// What the name names.
+        kind: NameKind,
+        /// The name, escaped for printing.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// A secret value is over the size limit (refused before any network call).
+    #[error("secret value is larger than the 1 MiB limit (1,048,576 bytes)")]
+    ValueTooLarge {
+        /// Size of the value, or a lower bound when reading stopped past the limit.
+        len: usize,
+    },
+    /// Some other input is unusable (refused before any network call).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// `$ZOPP_HOME` holds no identity.
+    #[error("no zopp identity in {}", home.display())]
+    NoIdentity {
+        /// The zopp home searched.
+        home: PathBuf,
+    },
+    /// `$ZOPP_HOME` already holds an identity, which is never overwritten.
+    #[error("a zopp identity already exists in {}", home.display())]
+    IdentityExists {
+        /// The zopp home.
+        home: PathBuf,
+    },
+    /// The key file is passphrase-protected and no passphrase is available.
+    #[error("the key in {} is passphrase-protected and no passphrase was given", path.display())]
+    PassphraseRequired {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The passphrase does not open the key file.
+    #[error("wrong passphrase for {}", path.display())]
+    WrongPassphrase {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The server address or TLS settings are unusable.
+    #[error("invalid server address '{server}': {reason}")]
+    BadServer {
+        /// The address as given.
+        server: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached (or answered UNAVAILABLE).
+    #[error("cannot reach zopp server at {server}{}", detail_suffix(detail))]
+    Unreachable {
+        /// The address tried.
+        server: String,
+        /// The transport's explanation.
+        detail: String,
+    },
+    /// Something named does not exist (or is hidden from the caller).
+    #[error("{0}")]
+    NotFound(Missing),
+    /// A create met an existing name.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What exists, e.g. `workspace 'acme'`.
+        what: String,
+    },
+    /// A version check failed, or concurrent writers kept winning.
+    #[error("{0}")]
+    Conflict(String),
+    /// The server refused to admit a new principal.
+    #[error("cannot join: {message}")]
+    JoinRefused {
+        /// gRPC status code.
+        code: tonic::Code,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server refused a request.
+    #[error("{}", describe_refusal(*code, message))]
+    Refused {
+        /// gRPC status code.
+        code: tonic::Code,
+        /// The server's explanation.
+        message: String,
+    },
+    /// A secret's signature, chain or envelope does not check out.
+    #[error("secret '{name}' failed verification")]
+    Verification {
+        /// The secret's name (or digest prefix when the name could not be recovered).
+        name: String,
+    },
+    /// The key chain the server returned cannot be opened with this identity's keys.
+    #[error("cannot derive the key of {scope}: {reason}")]
+    KeyChain {
+        /// The scope, e.g. `environment 'dev'`.
+        scope: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server's response is malformed.
+    #[error("unexpected response from the zopp server: {0}")]
+    BadResponse(String),
+    /// A secret value cannot be shown in the requested form.
+    #[error("secret '{name}' {reason}")]
+    Unrepresentable {
+        /// The secret's name.
+        name: String,
+        /// Why, e.g. `is not valid UTF-8, so it cannot be printed as JSON`.
+        reason: &'static str,
+    },
+    /// A local file cannot be read or written.
+    #[error("{action} {}: {source}", path.display())]
+    LocalIo {
+        /// What was being done, e.g. `cannot read`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local file has invalid content.
+    #[error("invalid {}: {message}", path.display())]
+    LocalFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An audit chain failed verification (`zopp audit verify`): the server's trail was altered.
+    #[error("audit trail of {chain} failed verification: {failure}")]
+    AuditChain {
+        /// Which chain, e.g. `workspace 'acme'`.
+        chain: String,
+        /// The first bad entry and what is wrong with it.
+        failure: crate::audit::ChainFailure,
+    },
+    /// A `${…}` reference cannot be resolved: malformed, missing, cyclic, or pointing into an
+    /// environment that cannot be read (the cause says why).
+    #[error("{message}")]
+    Reference {
+        /// What is wrong, naming the chain of keys (never a value).
+        message: String,
+        /// The error fetching the environment the reference points into, if that is the problem.
+        cause: Option<Box<Error>>,
+    },
+    /// The local fallback copy of an environment cannot be used.
+    #[error("{0}")]
+    Fallback(String),
+    /// A principal's keys are not vouched for by anyone this client trusts, so no key is
+    /// wrapped to it (FORMAT.md §6, `crate::trust`).
+    #[error("refusing to wrap a key: {message}")]
+    Untrusted {
+        /// What failed, naming the principals involved.
+        message: String,
+        /// The fingerprint of an unknown chain root, to compare out of band.
+        fingerprint: Option<String>,
+    },
+    /// `ZOPP_TOKEN` does not hold a principal token.
+    #[error("ZOPP_TOKEN is not a valid principal token ({0})")]
+    BadToken(String),
+    /// The server refused the principal token: revoked, expired or unknown.
+    #[error("the principal token was refused: {0}")]
+    TokenRefused(String),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+fn describe_refusal(code: tonic::Code, message: &str) -> String {
+    let what = match code {
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "authentication failed",
+        tonic::Code::InvalidArgument => "the server refused the request",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::Aborted => "conflict",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "the server refused the request",
+        tonic::Code::ResourceExhausted => "the server is rate limiting or the request is too large",
+        tonic::Code::Unimplemented => "the server does not support this request (upgrade it?)",
+        _ => "server error",
+    };
+    if message.is_empty() {
+        format!("{what} ({code:?})")
+    } else if message.starts_with(what) {
+        // The server often says it already ("permission denied: …").
+        message.to_owned()
+    } else {
+        format!("{what}: {message}")
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error on `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::LocalIo {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// What was not found, precise enough to name it and suggest the listing that helps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A workspace.
+    Workspace {
+        /// Its name.
+        name: String,
+    },
+    /// A project.
+    Project {
+        /// Workspace searched.
+        workspace: String,
+        /// Its name.
+        name: String,
+    },
+    /// An environment.
+    Environment {
+        /// Workspace searched.
+        workspace: String,
+        /// Project searched.
+        project: String,
+        /// Its name.
+        name: String,
+    },
+    /// A secret (no live version).
+    Secret {
+        /// Environment searched.
+        environment: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// A specific version of a secret.
+    Version {
+        /// The secret's name.
+        name: String,
+        /// The version asked for.
+        version: u64,
+    },
+    /// Something the client cannot name more precisely (the server's message).
+    Other(String),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Workspace { name } => write!(f, "workspace '{name}' not found"),
+            Self::Project { workspace, name } => {
+                write!(f, "project '{name}' not found in workspace '{workspace}'")
+            }
+            Self::Environment { project, name, .. } => {
+                write!(f, "environment '{name}' not found in project '{project}'")
+            }
+            Self::Secret { environment, name } => {
+                write!(
+                    f,
+                    "secret '{name}' not found in environment '{environment}'"
+                )
+            }
+            Self::Version { name, version } => {
+                write!(f, "version {version} of secret '{name}' not found")
+            }
+            Self::Other(msg) if msg.is_empty() => f.write_str("not found"),
+            Self::Other(msg) => write!(f, "not found: {msg}"),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The signatures this client has already verified, per environment, so a warm
+//! `zopp run`/`secret list`/`export` checks only the versions that changed since the last
+//! fetch: with 1,000 secrets the batch verification alone costs ~30 ms, the whole budget of
+//! `zopp run` (DESIGN.md §10: "the client never repeats … a signature check it has already
+//! done").
+//!
+//! # Security
+//! An entry is SHA-256 of a version's hash (which covers everything the writer signed and the
+//! signature itself) and the writer's public key: it matches only the exact version, signed by
+//! the exact key, that passed verification before. The file carries an HMAC under a key
+//! derived from this principal's X25519 secret ([`VERIFIED_CACHE_LABEL`]), bound to the server,
+//! principal and environment, so nobody without that secret can add an entry; a file that does
+//! not check out is ignored (everything is verified again). Nothing secret is stored: hashes of
+//! public data only.
+//!
+//! Layout: `0x01 ‖ tag (32) ‖ count: u32 BE ‖ count × entry (32)`, entries sorted.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use zopp_crypto::keys::VerifyingKey;
+use zopp_crypto::local::{LocalKey, VERIFIED_CACHE_LABEL};
+
+use crate::client::Client;
+use crate::home::{create_private_dir, read_bounded, replace_private, Identity};
+use crate::scope::EnvRef;
+
+/// Version byte of the file layout.
+const VERIFIED_V1: u8 = 1;
+/// Entries kept at most (a bit over the 20,000 versions one write may add).
+const MAX_ENTRIES: usize = 65_536;
+
+/// One verified version: what the cache stores.
+pub(crate) type Entry = [u8; 32];
+
+/// The entry of the version with hash `version_hash`, signed by `key`.
+pub(crate) fn entry(version_hash: &[u8; 32], key: &VerifyingKey) -> Entry {
+    let mut b = [0u8; 64];
+    b[..32].copy_from_slice(version_hash);
+    b[32..].copy_from_slice(&key.to_bytes());
+    zopp_crypto::sha256(&b)
+}
+
+/// The verified-signature cache of one environment.
+pub(crate) struct VerifiedCache {
+    path: PathBuf,
+    dir: PathBuf,
+    key: LocalKey,
+    context: Vec<u8>,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifiedCache({})", self.path.display())
+    }
+}
+
+impl VerifiedCache {
+    /// The cache of `env` on `server` for `identity`, in `dir`.
+    pub(crate) fn new(dir: PathBuf, server: &str, identity: &Identity, env: &EnvRef) -> Self {
+        let mut context = Vec::with_capacity(128);
+        for part in [
+            server.as_bytes(),
+            identity.principal().as_bytes(),
+            env.workspace().as_bytes(),
+            env.project().as_bytes(),
+            env.environment().as_bytes(),
+        ] {
+            context.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            context.extend_from_slice(part);
+        }
+        // File names reveal nothing about the server or the environment.
+        let name = format!(
+            "verified-{}.bin",
+            hex::encode(&zopp_crypto::sha256(&context)[..16])
+        );
+        Self {
+            path: dir.join(name),
+            dir,
+            key: LocalKey::derive(&identity.keys().agreement, VERIFIED_CACHE_LABEL),
+            context,
+        }
+    }
+
+    fn tag(&self, entries: &[u8]) -> [u8; 32] {
+        let mut data = Vec::with_capacity(self.context.len() + entries.len());
+        data.extend_from_slice(&self.context);
+        data.extend_from_slice(entries);
+        self.key.tag(&data)
+    }
+
+    /// The entries recorded last time; empty when there is no valid file.
+    pub(crate) fn load(&self) -> HashSet<Entry> {
+        let Ok(bytes) = read_bounded(&self.path, (1 + 32 + 4 + 32 * MAX_ENTRIES) as u64) else {
+            return HashSet::new();
+        };
+        let Some((&VERIFIED_V1, rest)) = bytes.split_first() else {
+            return HashSet::new();
+        };
+        if rest.len() < 36 {
+            return HashSet::new();
+        }
+        let (tag, rest) = rest.split_at(32);
+        let (count, body) = rest.split_at(4);
+        let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+        if body.len() != count * 32 || !zopp_crypto::ct_eq(tag, &self.tag(body)) {
+            return HashSet::new();
+        }
+        body.chunks_exact(32)
+            .map(|c| {
+                let mut e = [0u8; 32];
+                e.copy_from_slice(c);
+                e
+            })
+            .collect()
+    }
+
+    /// Records `entries` as the verified set (replacing the old one), unless it is unchanged.
+    /// Failures only cost a verification next time, so they are logged, not returned.
+    pub(crate) fn store(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        previous: &HashSet<Entry>,
+    ) {
+        let mut list: Vec<Entry> = entries.into_iter().collect();
+        list.sort_unstable();
+        list.dedup();
+        list.truncate(MAX_ENTRIES);
+        if list.len() == previous.len() && list.iter().all(|e| previous.contains(e)) {
+            return;
+        }
+        let body: Vec<u8> = list.concat();
+        let mut bytes = Vec::with_capacity(1 + 32 + 4 + body.len());
+        bytes.push(VERIFIED_V1);
+        bytes.extend_from_slice(&self.tag(&body));
+        bytes.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let result = create_private_dir(&self.dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| replace_private(&self.path, &bytes).map_err(|e| e.to_string()));
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot update the verified-signature cache");
+        }
+    }
+}
+
+impl Client {
+    /// The verified-signature cache of `env` for this client's identity and server.
+    pub(crate) fn verified_cache(&self, env: &EnvRef) -> VerifiedCache {
+        VerifiedCache::new(
+            self.cache().dir().to_owned(),
+            self.server().url(),
+            self.identity(),
+            env,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::LocalConfig;
+    use zopp_crypto::keys::{AgreementSecret, PrincipalKeys, SigningKey};
+
+    fn identity(secret: u8) -> Identity {
+        Identity::new(
+            LocalConfig {
+                server: "http://127.0.0.1:1".into(),
+                principal_id: "6f1c2a36-6a0b-4c3e-9d0e-2f5b7a1e9c11".into(),
+                user_id: "0b6b0f7e-3c43-4f43-8a51-7f3c4f0f1d22".into(),
+                email: "a@example.com".into(),
+                principal_name: "laptop".into(),
+            },
+            PrincipalKeys {
+                signing: SigningKey::from_seed(&[0x11; 32]),
+                agreement: AgreementSecret::from_bytes([secret; 32]),
+            },
+        )
+        .expect("valid ids")
+    }
+
+    #[test]
+    fn entries_round_trip_and_forged_files_are_ignored() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env = EnvRef::try_new("acme", "api", "dev").expect("valid");
+        let cache = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(1), &env);
+        assert!(cache.load().is_empty());
+        let key = SigningKey::from_seed(&[7; 32]).verifying_key();
+        let a = entry(&[1; 32], &key);
+        let b = entry(&[2; 32], &key);
+        assert_ne!(
+            a,
+            entry(&[1; 32], &SigningKey::from_seed(&[8; 32]).verifying_key())
+        );
+        cache.store([a, b], &HashSet::new());
+        assert_eq!(cache.load(), HashSet::from([a, b]));
+        // Another principal's key (or another environment) cannot use or extend the file.
+        let other = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(2), &env);
+        assert!(other.load().is_empty());
+        let prod = EnvRef::try_new("acme", "api", "prod").expect("valid");
+        let mut bytes = std::fs::read(&cache.path).expect("read");
+        let moved = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(1), &prod);
+        std::fs::write(&moved.path, &bytes).expect("copy");
+        assert!(moved.load().is_empty());
+        // An added entry breaks the tag.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&cache.path, &bytes).expect("tamper");
+        assert!(cache.load().is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! Assembling and running the gRPC server: the zopp service, gRPC health and reflection, TLS,
+//! `TCP_NODELAY` and connection counting on accepted sockets, message-size limits, and a
+//! graceful drain when the shutdown future completes.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use zopp_proto::v1::zopp_server::ZoppServer;
+
+use crate::audit::AuditAppender;
+use crate::auth::{Authenticator, MemoryReplayCache, ReplayCache};
+use crate::feed::{ChangeFeed, LocalFeed};
+use crate::metrics::OPEN_CONNECTIONS;
+use crate::ratelimit::{RateLimit, RateLimiter};
+use crate::service::{AppState, ZoppService};
+use crate::storage::Storage;
+use crate::validate::MAX_MESSAGE_BYTES;
+use crate::{Clock, SystemClock};
+
+/// How long a drain may take before the server stops waiting for open connections.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// PEM files for TLS.
+#[derive(Clone)]
+pub struct TlsOptions {
+    /// Server certificate chain (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Server private key (PEM).
+    pub key_pem: Vec<u8>,
+    /// CA that client certificates must chain to; enables mutual TLS when set.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to run the server.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Per-principal rate limit.
+    pub rate_limit: RateLimit,
+    /// TLS, when set.
+    pub tls: Option<TlsOptions>,
+    /// Longest graceful drain.
+    pub drain_timeout: Duration,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Replay cache (in-memory by default).
+    pub replay: Arc<dyn ReplayCache>,
+    /// Change feed for watchers (in-process by default).
+    pub feed: Arc<dyn ChangeFeed>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimit::default(),
+            tls: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            clock: Arc::new(SystemClock),
+            replay: Arc::new(MemoryReplayCache::new()),
+            feed: Arc::new(LocalFeed::new()),
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// TLS material or server setup was refused.
+    #[error("cannot configure the server: {0}")]
+    Setup(#[from] tonic::transport::Error),
+    /// Reflection descriptors failed to load.
+    #[error("cannot load gRPC reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves zopp on `listener` until `shutdown` completes, then drains: health turns NOT_SERVING,
+/// watch streams end, new connections are refused and in-flight calls finish (up to the drain
+/// timeout).
+///
+/// # Errors
+/// [`ServeError`] when the server cannot be configured.
+pub async fn serve(
+    listener: TcpListener,
+    storage: Arc<dyn Storage>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        storage: storage.clone(),
+        auth: Authenticator::new(storage.clone(), opts.replay.clone(), opts.clock.clone()),
+        audit: AuditAppender::spawn(storage.clone()),
+        feed: opts.feed.clone(),
+        limiter: RateLimiter::new(opts.rate_limit),
+        clock: opts.clock.clone(),
+        shutdown: stop_rx.clone(),
+    });
+    let zopp = ZoppServer::new(ZoppService::new(state))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<ZoppServer<ZoppService>>().await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(zopp_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let mut builder = tonic::transport::Server::builder()
+        // Detect dead peers on long-lived watch streams.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = &opts.tls {
+        let mut cfg =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            cfg = cfg.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(cfg)?;
+    }
+
+    let mut drained = stop_rx.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        reporter.set_not_serving::<ZoppServer<ZoppService>>().await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        // Receivers keep seeing `true` after this sender is dropped.
+        let _ = stop_tx.send(true);
+    };
+    let router = builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(zopp);
+    let server = router.serve_with_incoming_shutdown(accept(listener), signal);
+    tokio::pin!(server);
+    let drain_timeout = opts.drain_timeout;
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            // Bind the result first: the borrowed value must not live across the sleep.
+            let draining = drained.wait_for(|d| *d).await.is_ok();
+            if draining {
+                tokio::time::sleep(drain_timeout).await;
+            } else {
+                // The server future owns the sender; it is only dropped once serving ended.
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Accepted sockets with `TCP_NODELAY` set (small gRPC frames must not wait for Nagle) and
+/// counted in the open-connections gauge.
+fn accept(listener: TcpListener) -> impl Stream<Item = io::Result<TrackedConn>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let next = match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+                Ok(TrackedConn::new(stream))
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(e)
+            }
+        };
+        Some((next, listener))
+    })
+}
+
+/// A client connection that keeps the open-connections gauge up to date.
+pub struct TrackedConn {
+    inner: TcpStream,
+}
+
+impl TrackedConn {
+    fn new(inner: TcpStream) -> Self {
+        metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
+        Self { inner }
+    }
+}
+
+impl Drop for TrackedConn {
+    fn drop(&mut self) {
+        metrics::gauge!(OPEN_CONNECTIONS).decrement(1.0);
+    }
+}
+
+impl Connected for TrackedConn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for TrackedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TrackedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

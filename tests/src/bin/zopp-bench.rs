@@ -1,0 +1,350 @@
+//! `zopp-bench`: measures zopp against the DESIGN.md §10 targets on loopback with a real server
+//! (SQLite, temporary home) and the real `zopp` binary, and prints a table plus JSON.
+//!
+//! Run: `cargo build --release --bins && target/release/zopp-bench [--quick] [--json FILE]`.
+//! `--quick` is the smoke pass CI runs: tiny iteration counts, no targets judged.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use zopp_tests::{TestServer, TestUser};
+
+#[derive(Serialize)]
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// Target from DESIGN.md §10, in the same unit.
+    target: Option<f64>,
+    /// True when lower values are better.
+    lower_is_better: bool,
+    detail: String,
+}
+
+impl Figure {
+    fn ratio(&self) -> Option<f64> {
+        self.target.map(|t| {
+            if self.lower_is_better {
+                self.value / t
+            } else {
+                t / self.value
+            }
+        })
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+fn time_runs(n: usize, mut f: impl FnMut()) -> Vec<f64> {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn rpc_count(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("zopp: rpc-count "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn dotenv(n: usize, prefix: &str) -> String {
+    (0..n)
+        .map(|i| format!("{prefix}_{i:05}=value-{i}-{}\n", "x".repeat(24)))
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1).cloned());
+    let iters = if quick { 3 } else { 40 };
+    let mut figures: Vec<Figure> = Vec::new();
+
+    let server = TestServer::start();
+    let user = TestUser::joined(&server, "bench@example.com");
+    user.scaffold("bench", "api", "dev");
+    let env = ["-w", "bench", "-p", "api", "-e", "dev"];
+    let with_env = |head: &[&'static str]| -> Vec<&'static str> {
+        let mut v = head.to_vec();
+        v.extend_from_slice(&env);
+        v
+    };
+
+    if let Some(kib) = server.pid().and_then(rss_kib) {
+        figures.push(Figure {
+            name: "server idle RSS".into(),
+            value: kib as f64 / 1024.0,
+            unit: "MiB",
+            target: Some(15.0),
+            lower_is_better: true,
+            detail: String::new(),
+        });
+    }
+
+    // `zopp secret get`, end to end with process start, warm key cache.
+    user.zopp(&with_env(&["secret", "set", "BENCH_KEY", "bench-value"]))
+        .assert_success();
+    user.zopp(&with_env(&["secret", "get", "BENCH_KEY"]))
+        .assert_success();
+    let counted = user.zopp_env(
+        &with_env(&["secret", "get", "BENCH_KEY"]),
+        &[("ZOPP_DEBUG_RPC_COUNT", "1")],
+    );
+    let get_rpcs = rpc_count(&counted.stderr());
+    let get_args = with_env(&["secret", "get", "BENCH_KEY"]);
+    let t = time_runs(iters, || {
+        user.zopp(&get_args).assert_success();
+    });
+    figures.push(Figure {
+        name: "secret get (median)".into(),
+        value: percentile(&t, 0.5),
+        unit: "ms",
+        target: Some(6.0),
+        lower_is_better: true,
+        detail: format!(
+            "p95 {:.2} ms, {} round trip(s)",
+            percentile(&t, 0.95),
+            get_rpcs.map_or("?".into(), |n| n.to_string())
+        ),
+    });
+
+    // Import of 10,000 dotenv lines, then export of 10,000 secrets.
+    let n_import = if quick { 200 } else { 10_000 };
+    let import = dotenv(n_import, "IMPORTED");
+    let t0 = Instant::now();
+    let out = user.zopp_stdin(
+        &with_env(&["secret", "import", "--format", "dotenv", "-i", "-"]),
+        import.as_bytes(),
+    );
+    let import_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if out.code() == 0 {
+        figures.push(Figure {
+            name: format!("import {n_import} dotenv lines"),
+            value: import_ms,
+            unit: "ms",
+            target: (!quick).then_some(2000.0),
+            lower_is_better: true,
+            detail: String::new(),
+        });
+        let exp_args = with_env(&["secret", "export", "--format", "dotenv"]);
+        let t = time_runs(if quick { 1 } else { 5 }, || {
+            user.zopp(&exp_args).assert_success();
+        });
+        figures.push(Figure {
+            name: format!("export {n_import} secrets (median)"),
+            value: percentile(&t, 0.5),
+            unit: "ms",
+            target: (!quick).then_some(200.0),
+            lower_is_better: true,
+            detail: String::new(),
+        });
+    } else {
+        eprintln!("zopp-bench: import unavailable: {}", out.stderr().trim());
+    }
+
+    // `zopp run -- true` with 10, 100, 1,000 secrets in their own environments.
+    for n in [10usize, 100, 1000] {
+        let e = format!("run{n}");
+        user.zopp(&["environment", "create", &e, "-w", "bench", "-p", "api"])
+            .assert_success();
+        let file = dotenv(n, "RUN");
+        let imp = user.zopp_stdin(
+            &[
+                "secret", "import", "--format", "dotenv", "-i", "-", "-w", "bench", "-p", "api",
+                "-e", &e,
+            ],
+            file.as_bytes(),
+        );
+        if imp.code() != 0 {
+            break;
+        }
+        let run_args = ["run", "-w", "bench", "-p", "api", "-e", &e, "--", "true"];
+        let warm = user.zopp_env(&run_args, &[("ZOPP_DEBUG_RPC_COUNT", "1")]);
+        if warm.code() != 0 {
+            eprintln!("zopp-bench: run unavailable: {}", warm.stderr().trim());
+            break;
+        }
+        let rpcs = rpc_count(
+            &user
+                .zopp_env(&run_args, &[("ZOPP_DEBUG_RPC_COUNT", "1")])
+                .stderr(),
+        );
+        let t = time_runs(iters, || {
+            user.zopp(&run_args).assert_success();
+        });
+        figures.push(Figure {
+            name: format!("run -- true, {n} secrets (median)"),
+            value: percentile(&t, 0.5),
+            unit: "ms",
+            target: (n == 1000).then_some(25.0),
+            lower_is_better: true,
+            detail: format!(
+                "p95 {:.2} ms, {} round trip(s)",
+                percentile(&t, 0.95),
+                rpcs.map_or("?".into(), |n| n.to_string())
+            ),
+        });
+    }
+
+    if let Some(kib) = server.pid().and_then(rss_kib) {
+        figures.push(Figure {
+            name: "server RSS after load".into(),
+            value: kib as f64 / 1024.0,
+            unit: "MiB",
+            target: None,
+            lower_is_better: true,
+            detail: String::new(),
+        });
+    }
+
+    figures.extend(audit_verify(quick));
+
+    print_table(&figures, quick);
+    let json = serde_json::to_string_pretty(&figures).expect("figures serialize");
+    match json_out {
+        Some(path) => std::fs::write(&path, json).expect("write JSON report"),
+        None => println!("{json}"),
+    }
+}
+
+fn print_table(figures: &[Figure], quick: bool) {
+    println!(
+        "{:<36} {:>12} {:>12} {:>8}  detail",
+        "measure", "value", "target", "ratio"
+    );
+    for f in figures {
+        let target = f
+            .target
+            .map_or("-".to_string(), |t| format!("{t:.1} {}", f.unit));
+        let ratio = f.ratio().map_or("-".to_string(), |r| format!("{r:.2}"));
+        println!(
+            "{:<36} {:>12} {:>12} {:>8}  {}",
+            f.name,
+            format!("{:.2} {}", f.value, f.unit),
+            target,
+            ratio,
+            f.detail
+        );
+    }
+    if quick {
+        println!("(quick smoke pass: figures are not meaningful)");
+    } else {
+        println!("ratio = value/target for lower-is-better measures (≤ 1.00 meets the target)");
+    }
+}
+
+// ---------- `zopp audit verify` throughput (issue #6, DESIGN.md §10: ≥ 50,000 entries/s) ----------
+//
+// A chain of N entries, each from its own signed request (so every entry costs a signature
+// check: the worst case, since the entries of one multi-write request share one), filled by
+// concurrent signed `GetEnvironment` reads on a server of its own without a rate limit. Then
+// `zopp audit verify` runs cold (no pinned head) and the figure is entries per second of the
+// whole command: process start, paging, hashing, signatures and writing the pin.
+
+/// Entries in the chain for the full run and for the quick smoke pass.
+const AUDIT_ENTRIES: (usize, usize) = (100_000, 500);
+/// Concurrent readers filling the chain.
+const AUDIT_FILL_READERS: usize = 32;
+
+fn audit_verify(quick: bool) -> Vec<Figure> {
+    let n = if quick {
+        AUDIT_ENTRIES.1
+    } else {
+        AUDIT_ENTRIES.0
+    };
+    let server = TestServer::start_with(zopp_tests::ServerOptions {
+        extra_args: vec!["--rate-limit".into(), "0".into()],
+        ..Default::default()
+    });
+    let user = TestUser::joined(&server, "audit-bench@example.com");
+    user.scaffold("audit", "api", "dev");
+    let filled = Instant::now();
+    fill_audit_chain(&server.url(), user.home.path(), n);
+    let fill_s = filled.elapsed().as_secs_f64();
+
+    let pins = user.home.path().join("audit-pins");
+    let args = ["audit", "verify", "-w", "audit", "--output", "json"];
+    let runs = if quick { 1 } else { 5 };
+    let mut entries = 0u64;
+    let t = time_runs(runs, || {
+        // Cold: nothing pinned, so the run is exactly a first verification.
+        let _ = std::fs::remove_dir_all(&pins);
+        let out = user.zopp(&args);
+        out.assert_success();
+        entries = out.json()["entries"].as_u64().unwrap_or(0);
+    });
+    let median_ms = percentile(&t, 0.5);
+    vec![Figure {
+        name: format!("audit verify, {entries} entries"),
+        value: entries as f64 / (median_ms / 1e3),
+        unit: "entries/s",
+        target: (!quick).then_some(50_000.0),
+        lower_is_better: false,
+        detail: format!(
+            "median {median_ms:.0} ms of {runs} cold runs, process start included; \
+             chain filled by {n} signed reads in {fill_s:.1} s"
+        ),
+    }]
+}
+
+/// Appends `n` entries to workspace `audit`'s chain: signed `GetEnvironment` reads, each logged
+/// as `environment.keys` with its own request signature.
+fn fill_audit_chain(url: &str, home: &std::path::Path, n: usize) {
+    use zopp_proto::v1::{EnvironmentRef, GetEnvironmentRequest};
+    const GET_ENVIRONMENT: &str = "/zopp.v1.Zopp/GetEnvironment";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let signer = std::sync::Arc::new(zopp_tests::signed::Signer::load(home));
+        let client = zopp_tests::signed::connect(url).await;
+        let mut readers = tokio::task::JoinSet::new();
+        for r in 0..AUDIT_FILL_READERS {
+            let share = n / AUDIT_FILL_READERS + usize::from(r < n % AUDIT_FILL_READERS);
+            let signer = signer.clone();
+            let mut client = client.clone();
+            readers.spawn(async move {
+                for _ in 0..share {
+                    let req = signer.request(
+                        GET_ENVIRONMENT,
+                        GetEnvironmentRequest {
+                            env: Some(EnvironmentRef {
+                                workspace: "audit".into(),
+                                project: "api".into(),
+                                environment: "dev".into(),
+                            }),
+                        },
+                    );
+                    client.get_environment(req).await.expect("audited read");
+                }
+            });
+        }
+        while let Some(done) = readers.join_next().await {
+            done.expect("reader task");
+        }
+    });
+}

@@ -1,0 +1,119 @@
+//! A minimal signed gRPC client built from a `zopp` user's home, for checks the CLI cannot
+//! make: sending one exact signed request twice (to prove replays are refused), holding a
+//! `WatchEnvironment` stream open, and reading the raw audit chain to verify it independently.
+//!
+//! It signs exactly as FORMAT.md §4 says (method, timestamp, nonce, SHA-256 of the prost body),
+//! from the unencrypted key file `zopp join` writes when no passphrase is set.
+
+use std::path::Path;
+
+use prost::Message;
+use rand::RngCore;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Extensions, Request};
+use zopp_crypto::audit::AuditRecord;
+use zopp_crypto::keys::PrincipalKeys;
+use zopp_crypto::sign::{sign_request, NONCE_LEN, ZERO_HASH};
+use zopp_proto::v1::zopp_client::ZoppClient;
+use zopp_proto::v1::AuditEntry;
+
+/// A principal's id and keys, loaded from its `ZOPP_HOME`.
+pub struct Signer {
+    principal_id: String,
+    keys: PrincipalKeys,
+}
+
+impl Signer {
+    /// Loads `config.toml` and the plain `principal.key` from `home`.
+    pub fn load(home: &Path) -> Self {
+        let config = std::fs::read_to_string(home.join("config.toml")).expect("read config.toml");
+        let config: toml::Table = config.parse().expect("config.toml is TOML");
+        let principal_id = config["principal_id"]
+            .as_str()
+            .expect("principal_id in config.toml")
+            .to_string();
+        let key = std::fs::read(home.join("principal.key")).expect("read principal.key");
+        let keys = zopp_crypto::keyfile::decode(&key, None).expect("plain key file");
+        Self { principal_id, keys }
+    }
+
+    /// The four signature metadata values for `msg` sent to `method` (full gRPC path).
+    pub fn metadata<T: Message>(&self, method: &str, msg: &T) -> MetadataMap {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as i64;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sig = sign_request(&self.keys.signing, method, ts, &nonce, &msg.encode_to_vec());
+        let mut md = MetadataMap::new();
+        let v = |s: String| MetadataValue::try_from(s).expect("ASCII metadata");
+        md.insert(zopp_proto::MD_PRINCIPAL, v(self.principal_id.clone()));
+        md.insert(zopp_proto::MD_TIMESTAMP, v(ts.to_string()));
+        md.insert(zopp_proto::MD_NONCE, v(hex::encode(nonce)));
+        md.insert(zopp_proto::MD_SIGNATURE, v(hex::encode(sig)));
+        md
+    }
+
+    /// A freshly signed request.
+    pub fn request<T: Message>(&self, method: &str, msg: T) -> Request<T> {
+        let md = self.metadata(method, &msg);
+        with_metadata(md, msg)
+    }
+}
+
+/// A request carrying exactly `md`: send the same signature twice to replay a call.
+pub fn with_metadata<T>(md: MetadataMap, msg: T) -> Request<T> {
+    Request::from_parts(md, Extensions::default(), msg)
+}
+
+/// Connects a gRPC client to `url` (`http://host:port`).
+pub async fn connect(url: &str) -> ZoppClient<Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("valid url")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    ZoppClient::new(ch)
+}
+
+/// Checks an audit chain read from the server (oldest first, from seq 1) the way a client does:
+/// consecutive sequence numbers, each `prev_hash` the previous entry's hash, and each hash
+/// recomputed from the entry's fields. Returns the head hash.
+///
+/// # Panics
+/// On the first entry that breaks the chain.
+pub fn verify_chain(entries: &[AuditEntry]) -> [u8; 32] {
+    let mut prev = ZERO_HASH;
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "audit seq {} out of place", e.seq);
+        assert_eq!(
+            e.prev_hash, prev,
+            "entry {} does not follow its predecessor",
+            e.seq
+        );
+        let hash = AuditRecord {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            actor: &e.actor_principal_id,
+            action: &e.action,
+            scope: &e.scope,
+            target: &e.target,
+            method: &e.method,
+            request_timestamp_ms: e.request_timestamp_ms,
+            nonce: &e.nonce,
+            request_hash: &e.request_hash,
+            signature: &e.signature,
+            result: &e.result,
+        }
+        .chain_hash(&prev);
+        assert_eq!(
+            e.hash, hash,
+            "entry {} does not hash to its stored hash",
+            e.seq
+        );
+        prev = hash;
+    }
+    prev
+}
