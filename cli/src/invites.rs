@@ -65,7 +65,20 @@ impl Client {
         expires_hours: u32,
     ) -> Result<CreatedInvite> {
         let scope = ScopeSpec::try_new(workspace, None, None)?;
-        let wk = self.scope_key(&scope).await?;
+        // Only workspace admins hold the workspace key, so a refusal here means the role is
+        // missing; say which role instead of talking about keys.
+        let wk = self.scope_key(&scope).await.map_err(|e| match e {
+            Error::Refused {
+                code: Code::PermissionDenied,
+                ..
+            } => Error::Refused {
+                code: Code::PermissionDenied,
+                message: format!(
+                    "inviting members to workspace '{workspace}' needs the admin role on it"
+                ),
+            },
+            other => other,
+        })?;
         let code = OneTimeCode::generate(&mut OsRng);
         let invite_key = code.signing_key().verifying_key();
         let statement = invite_statement(&code.id(), &invite_key);

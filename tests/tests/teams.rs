@@ -180,7 +180,10 @@ impl Db {
     /// A byte column as lowercase hex text.
     fn hex(&self, col: &str) -> String {
         match self.backend {
-            Backend::Sqlite => format!("lower(hex({col}))"),
+            // SQLite's hex(NULL) is '', not NULL: keep NULL distinguishable from an empty blob.
+            Backend::Sqlite => {
+                format!("CASE WHEN {col} IS NULL THEN NULL ELSE lower(hex({col})) END")
+            }
             Backend::Postgres => format!("encode({col}, 'hex')"),
         }
     }
@@ -602,11 +605,11 @@ fn three_members_and_a_ci_runner(backend: Backend) {
         &with(&["secret", "set", "X", "y"], &PROD),
     )
     .assert_exit_code(4);
-    assert_eq!(
-        std::fs::read_dir(home.path()).expect("dir").count(),
-        0,
-        "token mode wrote to disk"
-    );
+    let written: Vec<_> = std::fs::read_dir(home.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(written.is_empty(), "token mode wrote to disk: {written:?}");
 
     // Expired, then revoked: refused with exit 5 saying which.
     let db = Db::of(&server);
