@@ -42,6 +42,8 @@ use crate::validate::{check_name, NameKind};
 pub const LIST_AUDIT: &str = "/zopp.v1.Zopp/ListAudit";
 /// Full gRPC path of `Join`: its audit entries carry the join signature (FORMAT.md §6).
 const JOIN: &str = "/zopp.v1.Zopp/Join";
+/// Full gRPC path of `JoinWorkspace`: like `Join`, signed over the keys, email and token hash.
+const JOIN_WORKSPACE: &str = "/zopp.v1.Zopp/JoinWorkspace";
 /// Entries asked for per page (the server's largest page).
 pub const PAGE_SIZE: u32 = 1000;
 /// Directory of `$ZOPP_HOME` holding pinned chain heads.
@@ -691,7 +693,7 @@ impl ChainVerifier {
             return Ok(());
         }
         self.signatures += 1;
-        if e.method == JOIN {
+        if e.method == JOIN || e.method == JOIN_WORKSPACE {
             // A join is self-signed over the new keys, the email and the token hash (FORMAT.md
             // §6): rare enough to check on the spot.
             let actor = &self.actors[&e.actor_principal_id];

@@ -638,6 +638,11 @@ fn three_members_and_a_ci_runner(backend: Backend) {
     )
     .assert_exit_code(5)
     .assert_stderr_contains("principal revoked");
+    // Every join, grant, read and revocation above sits on the workspace chain, and the chain
+    // verifies: hashes, links and each actor's own signature (joins included).
+    admin
+        .zopp(&["audit", "verify", "-w", "acme"])
+        .assert_success();
 }
 
 /// A principal that may only read `prod` tries to give more: every attempt is refused with
@@ -961,6 +966,11 @@ fn rotation_locks_removed_members_out_of_what_follows(backend: Backend) {
             "{who} still opens what it could read before"
         );
     }
+    // Every join, grant, read and revocation above sits on the workspace chain, and the chain
+    // verifies: hashes, links and each actor's own signature (joins included).
+    admin
+        .zopp(&["audit", "verify", "-w", "acme"])
+        .assert_success();
 }
 
 /// Unknown principal, malformed ids and codes, expired, reused and revoked invites, a
@@ -1185,4 +1195,9 @@ fn a_second_device_for_the_same_user(backend: Backend) {
         .zopp_env(&with(&["secret", "get", "DB_URL"], &PROD), &pass)
         .assert_exit_code(5)
         .assert_stderr_contains("principal revoked");
+    // Every join, grant, read and revocation above sits on the workspace chain, and the chain
+    // verifies: hashes, links and each actor's own signature (joins included).
+    admin
+        .zopp(&["audit", "verify", "-w", "acme"])
+        .assert_success();
 }
