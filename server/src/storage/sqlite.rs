@@ -31,6 +31,9 @@ mod teams;
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
+/// Bytes of the database file each read connection maps (SQLite's `mmap_size`); address
+/// space, not memory: pages are shared with the OS page cache.
+const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// How long SQLite waits on a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a pooled connection before the storage counts as unavailable.
@@ -94,7 +97,13 @@ impl SqliteStorage {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(base.read_only(true))
+            // Readers map the database file: every audit commit moves the WAL on, which makes
+            // each reader drop its page cache at its next read; with the file mapped, re-reading
+            // the hot pages (principals, scopes, grants, secrets) costs no `pread` and no copy.
+            .connect_with(
+                base.read_only(true)
+                    .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
+            )
             .await?;
         Ok(Self { writer, reader })
     }
