@@ -38,6 +38,16 @@ impl Signer {
         Self { principal_id, keys }
     }
 
+    /// The principal's id, as the server knows it.
+    pub fn principal_id(&self) -> &str {
+        &self.principal_id
+    }
+
+    /// The principal's keys (to sign secret versions, e.g. in the load generator).
+    pub fn keys(&self) -> &PrincipalKeys {
+        &self.keys
+    }
+
     /// The four signature metadata values for `msg` sent to `method` (full gRPC path).
     pub fn metadata<T: Message>(&self, method: &str, msg: &T) -> MetadataMap {
         let ts = std::time::SystemTime::now()

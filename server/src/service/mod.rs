@@ -27,6 +27,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
+use zopp_crypto::envelope::NameDigest;
 use zopp_proto::v1::zopp_server::Zopp;
 use zopp_proto::v1::*;
 
@@ -38,7 +39,8 @@ use crate::metrics::{RATE_LIMITED, RPC_DURATION, RPC_TOTAL};
 use crate::ratelimit::RateLimiter;
 use crate::rbac::{self, Action, Denied, Grant, Role, Scope, Subject};
 use crate::storage::{
-    EnvironmentRecord, GrantRecord, NamePath, ProjectRecord, Storage, WorkspaceRecord,
+    EnvironmentRecord, GrantRecord, NamePath, ProjectRecord, Resolution, SecretRead, Storage,
+    WorkspaceRecord,
 };
 use crate::validate;
 use crate::Clock;
@@ -248,14 +250,13 @@ impl ZoppService {
     /// Resolves `path` top down and checks the caller may see each level. A missing scope and one
     /// the caller may not see give the same NOT_FOUND message.
     async fn resolve(&self, caller: &Caller, path: NamePath<'_>) -> ServiceResult<Resolved> {
-        validate::scope_name("workspace", path.workspace)?;
-        if let Some(p) = path.project {
-            validate::scope_name("project", p)?;
-        }
-        if let Some(e) = path.environment {
-            validate::scope_name("environment", e)?;
-        }
+        validate_path(&path)?;
         let res = self.state.storage.resolve(&caller.who(), &path).await?;
+        self.check_resolution(path, res)
+    }
+
+    /// Checks that the caller may see each level of a resolution `storage` made of `path`.
+    fn check_resolution(&self, path: NamePath<'_>, res: Resolution) -> ServiceResult<Resolved> {
         let ws_missing =
             || ServiceError::NotFound(format!("workspace '{}' not found", path.workspace));
         let workspace = res.workspace.ok_or_else(ws_missing)?;
@@ -312,21 +313,45 @@ impl ZoppService {
         action: Action,
         audit_action: &str,
     ) -> ServiceResult<(Resolved, Role)> {
-        let r = env.ok_or_else(|| {
-            ServiceError::InvalidArgument(
-                "env is required: workspace, project and environment names".into(),
-            )
-        })?;
-        let resolved = self
-            .resolve(
-                caller,
-                NamePath {
-                    workspace: &r.workspace,
-                    project: Some(&r.project),
-                    environment: Some(&r.environment),
-                },
-            )
+        let path = env_path(env)?;
+        let resolved = self.resolve(caller, path).await?;
+        self.authorize_env(caller, resolved, action, audit_action)
+            .await
+    }
+
+    /// Like [`ZoppService::environment`], also reading secret `digest` (its head, or
+    /// `version`) in the same storage round trip. The read is returned only once the caller is
+    /// authorized for `action`.
+    async fn environment_with_secret(
+        &self,
+        caller: &Caller,
+        env: Option<&EnvironmentRef>,
+        action: Action,
+        audit_action: &str,
+        digest: &NameDigest,
+        version: Option<u64>,
+    ) -> ServiceResult<(Resolved, Role, Option<SecretRead>)> {
+        let path = env_path(env)?;
+        validate_path(&path)?;
+        let (res, read) = self
+            .state
+            .storage
+            .resolve_read(&caller.who(), &path, digest, version)
             .await?;
+        let resolved = self.check_resolution(path, res)?;
+        let (resolved, role) = self
+            .authorize_env(caller, resolved, action, audit_action)
+            .await?;
+        Ok((resolved, role, read))
+    }
+
+    async fn authorize_env(
+        &self,
+        caller: &Caller,
+        resolved: Resolved,
+        action: Action,
+        audit_action: &str,
+    ) -> ServiceResult<(Resolved, Role)> {
         let scope = resolved.env_scope()?;
         let role = self
             .authorize(caller, &resolved, action, &scope, audit_action)
@@ -365,6 +390,32 @@ impl ZoppService {
             }
         }
     }
+}
+
+/// The names of an environment reference, which every environment call needs.
+fn env_path(env: Option<&EnvironmentRef>) -> ServiceResult<NamePath<'_>> {
+    let r = env.ok_or_else(|| {
+        ServiceError::InvalidArgument(
+            "env is required: workspace, project and environment names".into(),
+        )
+    })?;
+    Ok(NamePath {
+        workspace: &r.workspace,
+        project: Some(&r.project),
+        environment: Some(&r.environment),
+    })
+}
+
+/// Checks each name of `path`.
+fn validate_path(path: &NamePath<'_>) -> ServiceResult<()> {
+    validate::scope_name("workspace", path.workspace)?;
+    if let Some(p) = path.project {
+        validate::scope_name("project", p)?;
+    }
+    if let Some(e) = path.environment {
+        validate::scope_name("environment", e)?;
+    }
+    Ok(())
 }
 
 /// Turns an RBAC refusal into the client's error.

@@ -248,16 +248,19 @@ impl ZoppService {
         m: GetSecretRequest,
     ) -> ServiceResult<GetSecretResponse> {
         let digest = validate::name_digest(&m.name_digest)?;
-        let (r, keys) = self
-            .keys_for(
+        let version = (m.version != 0).then_some(m.version);
+        let (r, role, read) = self
+            .environment_with_secret(
                 &caller,
                 m.env.as_ref(),
                 Action::ReadSecrets,
                 action::SECRET_READ,
+                &digest,
+                version,
             )
             .await?;
+        let keys = self.environment_keys(&r, role).await?;
         let env = r.env()?;
-        let storage = &self.state.storage;
         let not_found = || {
             ServiceError::NotFound(format!(
                 "secret {} not found in environment '{}'",
@@ -265,8 +268,6 @@ impl ZoppService {
                 env.name
             ))
         };
-        let version = (m.version != 0).then_some(m.version);
-        let read = storage.secret_read(env.id, &digest, version).await?;
         let read = match (read, version) {
             (Some(r), Some(_)) => r,
             (Some(r), None) if !r.secret.deleted || m.include_deleted => r,

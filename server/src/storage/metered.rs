@@ -162,6 +162,19 @@ impl<S: Storage> Storage for Metered<S> {
         )
         .await
     }
+    async fn resolve_read(
+        &self,
+        who: &Who,
+        path: &NamePath<'_>,
+        digest: &NameDigest,
+        version: Option<u64>,
+    ) -> Result<(Resolution, Option<SecretRead>)> {
+        self.timed(
+            "resolve_read",
+            self.inner.resolve_read(who, path, digest, version),
+        )
+        .await
+    }
     async fn secret_read(
         &self,
         env: EnvironmentId,

@@ -693,6 +693,25 @@ pub trait Storage: TeamStorage + Send + Sync + 'static {
     /// Resolves names top down and loads the caller's grants in the workspace.
     async fn resolve(&self, who: &Who, path: &NamePath<'_>) -> Result<Resolution>;
 
+    /// [`Storage::resolve`] and, when the environment resolves, [`Storage::secret_read`] of
+    /// `digest` in it, for `GetSecret`. The default runs the two; a backend can answer both in
+    /// one round trip, which matters because this is the hottest call. The caller authorizes
+    /// against the resolution before it returns anything of the read.
+    async fn resolve_read(
+        &self,
+        who: &Who,
+        path: &NamePath<'_>,
+        digest: &NameDigest,
+        version: Option<u64>,
+    ) -> Result<(Resolution, Option<SecretRead>)> {
+        let resolution = self.resolve(who, path).await?;
+        let read = match &resolution.environment {
+            Some(env) => self.secret_read(env.id, digest, version).await?,
+            None => None,
+        };
+        Ok((resolution, read))
+    }
+
     /// Live workspaces in which the caller holds any live grant, by name.
     async fn workspaces_for(&self, who: &Who) -> Result<Vec<WorkspaceRecord>>;
 

@@ -31,6 +31,9 @@ mod teams;
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
+/// Bytes of the database file each read connection maps (SQLite's `mmap_size`); address
+/// space, not memory: pages are shared with the OS page cache.
+const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// How long SQLite waits on a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a pooled connection before the storage counts as unavailable.
@@ -94,7 +97,13 @@ impl SqliteStorage {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(base.read_only(true))
+            // Readers map the database file: every audit commit moves the WAL on, which makes
+            // each reader drop its page cache at its next read; with the file mapped, re-reading
+            // the hot pages (principals, scopes, grants, secrets) costs no `pread` and no copy.
+            .connect_with(
+                base.read_only(true)
+                    .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
+            )
             .await?;
         Ok(Self { writer, reader })
     }
@@ -283,11 +292,18 @@ fn audit_row(r: &SqliteRow) -> Result<AuditEntryRecord> {
 // Names top down plus the caller's live grants in the workspace, in one statement: resolution
 // is on every request's path, and each statement costs a round trip to SQLite's worker thread.
 // One row per grant key (or one row with NULL grant columns when the caller holds none).
-const SQL_RESOLVE: &str = "SELECT w.id, w.name, w.created_at, \
-     p.id, p.name, p.wrapped_key, p.created_at, \
-     e.id, e.name, e.wrapped_key, e.key_epoch, e.env_version, e.created_at, \
-     g.gid, g.scope_kind, g.project_id, g.environment_id, g.role, g.key_epoch, g.wrapped_key \
-     FROM workspaces w \
+macro_rules! resolve_cols {
+    () => {
+        "w.id, w.name, w.created_at, \
+         p.id, p.name, p.wrapped_key, p.created_at, \
+         e.id, e.name, e.wrapped_key, e.key_epoch, e.env_version, e.created_at, \
+         g.gid, g.scope_kind, g.project_id, g.environment_id, g.role, g.key_epoch, g.wrapped_key"
+    };
+}
+
+macro_rules! resolve_from {
+    () => {
+        " FROM workspaces w \
      LEFT JOIN projects p ON p.workspace_id = w.id AND p.name = $2 AND p.deleted_at IS NULL \
      LEFT JOIN environments e ON e.project_id = p.id AND e.name = $3 AND e.deleted_at IS NULL \
      LEFT JOIN ( \
@@ -302,8 +318,16 @@ const SQL_RESOLVE: &str = "SELECT w.id, w.name, w.created_at, \
        FROM grants g LEFT JOIN grant_keys k ON k.grant_id = g.id AND k.principal_id = $4 \
        WHERE g.user_id = $5 AND g.revoked_at IS NULL AND g.workspace_id = \
          (SELECT id FROM workspaces WHERE name = $1 AND deleted_at IS NULL) \
-     ) g ON g.gw = w.id \
-     WHERE w.name = $1 AND w.deleted_at IS NULL";
+     ) g ON g.gw = w.id"
+    };
+}
+
+const SQL_RESOLVE: &str = concat!(
+    "SELECT ",
+    resolve_cols!(),
+    resolve_from!(),
+    " WHERE w.name = $1 AND w.deleted_at IS NULL"
+);
 
 const SQL_WORKSPACES_FOR: &str = "SELECT w.id, w.name, w.created_at FROM workspaces w \
      WHERE w.deleted_at IS NULL AND w.id IN ( \
@@ -381,6 +405,62 @@ const SQL_READ_VERSION: &str = concat!(
     read_joins!(),
     " WHERE v.environment_id = $1 AND v.name_digest = $2 AND v.version = $3"
 );
+
+// The caller's resolution and the secret it asks for, in one statement: `GetSecret` is the
+// hottest call, and every statement is a round trip to SQLite's worker thread. The secret
+// columns follow the twenty of `resolve_cols!` and are repeated on each grant row; the handler
+// still authorizes before it returns anything (the row is read, never shown, when refused).
+// Principals and users are aliased `wp`/`wu` here because `p` is the project.
+macro_rules! fused_read_cols {
+    () => {
+        concat!(
+            version_cols!(),
+            ", pv.environment_id, pv.name_digest, pv.version, pv.env_version, pv.key_epoch, \
+             pv.envelope, pv.deleted, pv.writer_id, pv.signature, pv.prev_hash, pv.hash, \
+             pv.created_at, \
+             wp.id, wp.user_id, wp.workspace_id, wu.email, wp.name, wp.signing_key, \
+             wp.agreement_key, wp.admitted_by, wp.admission_signature, wp.created_at, \
+             wp.revoked_at, wp.expires_at"
+        )
+    };
+}
+
+macro_rules! fused_read_joins {
+    () => {
+        " LEFT JOIN secret_versions pv ON pv.environment_id = v.environment_id \
+         AND pv.name_digest = v.name_digest AND pv.version = v.version - 1 \
+         LEFT JOIN principals wp ON wp.id = v.writer_id \
+         LEFT JOIN users wu ON wu.id = wp.user_id"
+    };
+}
+
+const SQL_RESOLVE_READ_HEAD: &str = concat!(
+    "SELECT ",
+    resolve_cols!(),
+    ", ",
+    fused_read_cols!(),
+    resolve_from!(),
+    " LEFT JOIN secret_heads h ON h.environment_id = e.id AND h.name_digest = $6 \
+     LEFT JOIN secret_versions v ON v.environment_id = h.environment_id \
+     AND v.name_digest = h.name_digest AND v.version = h.version",
+    fused_read_joins!(),
+    " WHERE w.name = $1 AND w.deleted_at IS NULL"
+);
+
+const SQL_RESOLVE_READ_VERSION: &str = concat!(
+    "SELECT ",
+    resolve_cols!(),
+    ", ",
+    fused_read_cols!(),
+    resolve_from!(),
+    " LEFT JOIN secret_versions v ON v.environment_id = e.id AND v.name_digest = $6 \
+     AND v.version = $7",
+    fused_read_joins!(),
+    " WHERE w.name = $1 AND w.deleted_at IS NULL"
+);
+
+/// Columns of `resolve_cols!`: the secret read of a fused statement starts here.
+const RESOLVE_COLS: usize = 20;
 
 const SQL_SECRET_HISTORY: &str = concat!(
     "SELECT ",
@@ -527,6 +607,101 @@ async fn exists(
         q = q.bind(*a);
     }
     Ok(q.fetch_optional(&mut **tx).await?.is_some())
+}
+
+/// Decodes the rows of `SQL_RESOLVE` (or a fused read, whose first columns are the same).
+fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
+    let Some(r) = rows.first() else {
+        return Ok(Resolution::default());
+    };
+    let workspace = workspace_from(r, 0)?;
+    let project = match r.try_get::<Option<String>, _>(3)? {
+        Some(id) => Some(ProjectRecord {
+            id: parse_id(&id, "project id")?,
+            workspace_id: workspace.id,
+            name: r.try_get(4)?,
+            wrapped_key: WrappedKey::from_bytes(r.try_get(5)?),
+            created_at_ms: r.try_get(6)?,
+        }),
+        None => None,
+    };
+    let environment = match (&project, r.try_get::<Option<String>, _>(7)?) {
+        (Some(p), Some(id)) => Some(EnvironmentRecord {
+            id: parse_id(&id, "environment id")?,
+            project_id: p.id,
+            workspace_id: workspace.id,
+            name: r.try_get(8)?,
+            wrapped_key: WrappedKey::from_bytes(r.try_get(9)?),
+            key_epoch: to_u32(r.try_get(10)?, "key epoch")?,
+            env_version: to_u64(r.try_get(11)?, "env version")?,
+            created_at_ms: r.try_get(12)?,
+        }),
+        _ => None,
+    };
+    let mut grants: Vec<GrantRecord> = Vec::new();
+    for r in rows {
+        let Some(id_text) = r.try_get::<Option<String>, _>(13)? else {
+            continue;
+        };
+        let id = GrantId::try_parse(&id_text).ok_or_else(|| corrupt("grant id"))?;
+        let key = match r.try_get::<Option<i64>, _>(18)? {
+            Some(epoch) => Some(GrantKeyRecord {
+                key_epoch: to_u32(epoch, "grant key epoch")?,
+                wrapped_key: WrappedKey::from_bytes(r.try_get(19)?),
+            }),
+            None => None,
+        };
+        if let Some(g) = grants.iter_mut().find(|g| g.id == id) {
+            // The same grant can match twice (principal and user); keep keys unique.
+            if let Some(k) = key {
+                if !g.keys.contains(&k) {
+                    g.keys.push(k);
+                }
+            }
+            continue;
+        }
+        let scope = grant_scope(
+            r.try_get(14)?,
+            workspace.id,
+            opt_id(r.try_get(15)?, "project id")?,
+            opt_id(r.try_get(16)?, "environment id")?,
+        )?;
+        grants.push(GrantRecord {
+            id,
+            grant: Grant {
+                scope,
+                role: stored_role(r.try_get(17)?)?,
+            },
+            keys: key.into_iter().collect(),
+        });
+    }
+    Ok(Resolution {
+        workspace: Some(workspace),
+        project,
+        environment,
+        grants,
+    })
+}
+
+/// Decodes a secret read (`read_cols!` or `fused_read_cols!`) starting at column `at`: `None`
+/// when the outer join found no version.
+fn secret_read_at(r: &SqliteRow, at: usize) -> Result<Option<SecretRead>> {
+    if r.try_get::<Option<String>, _>(at)?.is_none() {
+        return Ok(None);
+    }
+    let previous = match r.try_get::<Option<String>, _>(at + 12)? {
+        Some(_) => Some(version_at(r, at + 12)?),
+        None => None,
+    };
+    let writer = match r.try_get::<Option<String>, _>(at + 24)? {
+        Some(_) => Some(principal_at(r, at + 24)?),
+        None => None,
+    };
+    Ok(Some(SecretRead {
+        secret: version_at(r, at)?,
+        previous,
+        writer,
+    }))
 }
 
 #[async_trait]
@@ -695,76 +870,37 @@ impl Storage for SqliteStorage {
             .bind(who.user.map(|u| u.to_string()))
             .fetch_all(&self.reader)
             .await?;
-        let Some(r) = rows.first() else {
-            return Ok(Resolution::default());
+        resolution_from(&rows)
+    }
+
+    async fn resolve_read(
+        &self,
+        who: &Who,
+        path: &NamePath<'_>,
+        digest: &NameDigest,
+        version: Option<u64>,
+    ) -> Result<(Resolution, Option<SecretRead>)> {
+        let q = match version {
+            None => sqlx::query(SQL_RESOLVE_READ_HEAD),
+            Some(_) => sqlx::query(SQL_RESOLVE_READ_VERSION),
+        }
+        .bind(path.workspace)
+        .bind(path.project)
+        .bind(path.project.and(path.environment))
+        .bind(who.principal.to_string())
+        .bind(who.user.map(|u| u.to_string()))
+        .bind(&digest.as_bytes()[..]);
+        let q = match version {
+            None => q,
+            Some(v) => q.bind(sat_i64(v)),
         };
-        let workspace = workspace_from(r, 0)?;
-        let project = match r.try_get::<Option<String>, _>(3)? {
-            Some(id) => Some(ProjectRecord {
-                id: parse_id(&id, "project id")?,
-                workspace_id: workspace.id,
-                name: r.try_get(4)?,
-                wrapped_key: WrappedKey::from_bytes(r.try_get(5)?),
-                created_at_ms: r.try_get(6)?,
-            }),
-            None => None,
-        };
-        let environment = match (&project, r.try_get::<Option<String>, _>(7)?) {
-            (Some(p), Some(id)) => Some(EnvironmentRecord {
-                id: parse_id(&id, "environment id")?,
-                project_id: p.id,
-                workspace_id: workspace.id,
-                name: r.try_get(8)?,
-                wrapped_key: WrappedKey::from_bytes(r.try_get(9)?),
-                key_epoch: to_u32(r.try_get(10)?, "key epoch")?,
-                env_version: to_u64(r.try_get(11)?, "env version")?,
-                created_at_ms: r.try_get(12)?,
-            }),
+        let rows = q.fetch_all(&self.reader).await?;
+        let resolution = resolution_from(&rows)?;
+        let read = match rows.first() {
+            Some(r) if resolution.environment.is_some() => secret_read_at(r, RESOLVE_COLS)?,
             _ => None,
         };
-        let mut grants: Vec<GrantRecord> = Vec::new();
-        for r in &rows {
-            let Some(id_text) = r.try_get::<Option<String>, _>(13)? else {
-                continue;
-            };
-            let id = GrantId::try_parse(&id_text).ok_or_else(|| corrupt("grant id"))?;
-            let key = match r.try_get::<Option<i64>, _>(18)? {
-                Some(epoch) => Some(GrantKeyRecord {
-                    key_epoch: to_u32(epoch, "grant key epoch")?,
-                    wrapped_key: WrappedKey::from_bytes(r.try_get(19)?),
-                }),
-                None => None,
-            };
-            if let Some(g) = grants.iter_mut().find(|g| g.id == id) {
-                // The same grant can match twice (principal and user); keep keys unique.
-                if let Some(k) = key {
-                    if !g.keys.contains(&k) {
-                        g.keys.push(k);
-                    }
-                }
-                continue;
-            }
-            let scope = grant_scope(
-                r.try_get(14)?,
-                workspace.id,
-                opt_id(r.try_get(15)?, "project id")?,
-                opt_id(r.try_get(16)?, "environment id")?,
-            )?;
-            grants.push(GrantRecord {
-                id,
-                grant: Grant {
-                    scope,
-                    role: stored_role(r.try_get(17)?)?,
-                },
-                keys: key.into_iter().collect(),
-            });
-        }
-        Ok(Resolution {
-            workspace: Some(workspace),
-            project,
-            environment,
-            grants,
-        })
+        Ok((resolution, read))
     }
 
     async fn workspaces_for(&self, who: &Who) -> Result<Vec<WorkspaceRecord>> {
@@ -1410,6 +1546,8 @@ mod tests {
         let queries: &[(&str, usize)] = &[
             (SQL_RESOLVE, 5),
             (SQL_READ_HEAD, 2),
+            (SQL_RESOLVE_READ_HEAD, 6),
+            (SQL_RESOLVE_READ_VERSION, 7),
             (SQL_READ_VERSION, 3),
             (SQL_WORKSPACES_FOR, 2),
             (SQL_PROJECTS, 1),

@@ -3,14 +3,27 @@
 //!
 //! Run: `cargo build --release --bins && target/release/zopp-bench [--quick] [--json FILE]`.
 //! `--quick` is the smoke pass CI runs: tiny iteration counts, no targets judged.
+//!
+//! `--postgres [URL] [--replicas N]` measures only server throughput (signed reads and writes
+//! per second) on a fresh database of the PostgreSQL server at `URL` (default
+//! `ZOPP_TEST_PG_URL`, else the local test server), through `N` replicas (default 1), for the
+//! one-vs-two replica figures in docs/deploy.md.
+//!
+//! Every figure has a stable `id` in the JSON; `tests/tests/bench_smoke.rs` checks them.
 
-use std::time::Instant;
+mod primitives;
+mod throughput;
+
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use zopp_tests::{TestServer, TestUser};
+use zopp_proto::v1::EnvironmentRef;
+use zopp_tests::{ServerOptions, TestServer, TestUser};
 
 #[derive(Serialize)]
 struct Figure {
+    /// Stable identifier (the name may carry sizes that differ between full and quick runs).
+    id: String,
     name: String,
     value: f64,
     unit: &'static str,
@@ -33,7 +46,7 @@ impl Figure {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -60,7 +73,7 @@ fn rpc_count(stderr: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -73,17 +86,121 @@ fn dotenv(n: usize, prefix: &str) -> String {
         .collect()
 }
 
+/// Seconds of load per throughput run (full, quick).
+const THROUGHPUT_RUN: (Duration, Duration) = (Duration::from_secs(5), Duration::from_millis(150));
+/// Time spent on each crypto primitive (full, quick).
+const PRIMITIVE_RUN: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(10));
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let json_out = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned());
+    let flag_value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+            .filter(|v| !v.starts_with("--"))
+    };
+    let json_out = flag_value("--json");
+    let postgres = args.iter().any(|a| a == "--postgres");
+    let replicas: usize = flag_value("--replicas").map_or(1, |n| {
+        n.parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .expect("--replicas takes a positive number")
+    });
+    let run = if quick {
+        THROUGHPUT_RUN.1
+    } else {
+        THROUGHPUT_RUN.0
+    };
+
+    let figures = if postgres {
+        if let Some(url) = flag_value("--postgres") {
+            // Read by PgDatabase::create; set before any thread starts.
+            std::env::set_var("ZOPP_TEST_PG_URL", url);
+        }
+        postgres_throughput(replicas, run)
+    } else {
+        if replicas != 1 {
+            eprintln!("zopp-bench: --replicas needs --postgres (SQLite has one server)");
+            std::process::exit(2);
+        }
+        let mut figures = cli_and_server(quick, run);
+        figures.extend(audit_verify(quick));
+        figures.extend(primitives::measure(if quick {
+            PRIMITIVE_RUN.1
+        } else {
+            PRIMITIVE_RUN.0
+        }));
+        figures
+    };
+
+    print_table(&figures, quick);
+    let json = serde_json::to_string_pretty(&figures).expect("figures serialize");
+    match json_out {
+        Some(path) => std::fs::write(&path, json).expect("write JSON report"),
+        None => println!("{json}"),
+    }
+}
+
+/// Options for a server without a rate limit (the load generator is one principal).
+fn unlimited(
+    pg: Option<std::sync::Arc<zopp_tests::PgDatabase>>,
+    db_url: Option<String>,
+) -> ServerOptions {
+    ServerOptions {
+        db_url,
+        pg,
+        extra_args: vec!["--rate-limit".into(), "0".into()],
+    }
+}
+
+/// Creates environment `throughput` holding one secret, for the load generator.
+fn throughput_env(user: &TestUser, w: &str) -> EnvironmentRef {
+    user.zopp(&["environment", "create", "throughput", "-w", w, "-p", "api"])
+        .assert_success();
+    user.zopp(&[
+        "secret",
+        "set",
+        "TP_KEY",
+        "tp-value",
+        "-w",
+        w,
+        "-p",
+        "api",
+        "-e",
+        "throughput",
+    ])
+    .assert_success();
+    EnvironmentRef {
+        workspace: w.into(),
+        project: "api".into(),
+        environment: "throughput".into(),
+    }
+}
+
+/// Server throughput only, on PostgreSQL through `replicas` servers sharing one database.
+fn postgres_throughput(replicas: usize, run: Duration) -> Vec<Figure> {
+    let pg = zopp_tests::PgDatabase::create();
+    let first = TestServer::start_with(unlimited(Some(pg.clone()), None));
+    let others: Vec<TestServer> = (1..replicas)
+        .map(|_| TestServer::start_with(unlimited(Some(pg.clone()), Some(first.db_url.clone()))))
+        .collect();
+    let user = TestUser::joined(&first, "bench@example.com");
+    user.scaffold("bench", "api", "dev");
+    let env = throughput_env(&user, "bench");
+    let servers: Vec<&TestServer> = std::iter::once(&first).chain(&others).collect();
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let pids: Vec<u32> = servers.iter().filter_map(|s| s.pid()).collect();
+    throughput::measure(&urls, &pids, user.home.path(), env, run)
+}
+
+/// The CLI measures and server throughput on one SQLite server.
+fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
     let iters = if quick { 3 } else { 40 };
     let mut figures: Vec<Figure> = Vec::new();
 
-    let server = TestServer::start();
+    let server = TestServer::start_with(unlimited(None, None));
     let user = TestUser::joined(&server, "bench@example.com");
     user.scaffold("bench", "api", "dev");
     let env = ["-w", "bench", "-p", "api", "-e", "dev"];
@@ -95,6 +212,7 @@ fn main() {
 
     if let Some(kib) = server.pid().and_then(rss_kib) {
         figures.push(Figure {
+            id: "server_idle_rss".into(),
             name: "server idle RSS".into(),
             value: kib as f64 / 1024.0,
             unit: "MiB",
@@ -119,6 +237,7 @@ fn main() {
         user.zopp(&get_args).assert_success();
     });
     figures.push(Figure {
+        id: "secret_get".into(),
         name: "secret get (median)".into(),
         value: percentile(&t, 0.5),
         unit: "ms",
@@ -142,6 +261,7 @@ fn main() {
     let import_ms = t0.elapsed().as_secs_f64() * 1e3;
     if out.code() == 0 {
         figures.push(Figure {
+            id: "import".into(),
             name: format!("import {n_import} dotenv lines"),
             value: import_ms,
             unit: "ms",
@@ -154,6 +274,7 @@ fn main() {
             user.zopp(&exp_args).assert_success();
         });
         figures.push(Figure {
+            id: "export".into(),
             name: format!("export {n_import} secrets (median)"),
             value: percentile(&t, 0.5),
             unit: "ms",
@@ -196,6 +317,7 @@ fn main() {
             user.zopp(&run_args).assert_success();
         });
         figures.push(Figure {
+            id: format!("run_{n}"),
             name: format!("run -- true, {n} secrets (median)"),
             value: percentile(&t, 0.5),
             unit: "ms",
@@ -211,7 +333,8 @@ fn main() {
 
     if let Some(kib) = server.pid().and_then(rss_kib) {
         figures.push(Figure {
-            name: "server RSS after load".into(),
+            id: "server_rss_after_cli".into(),
+            name: "server RSS after CLI load".into(),
             value: kib as f64 / 1024.0,
             unit: "MiB",
             target: None,
@@ -220,14 +343,15 @@ fn main() {
         });
     }
 
-    figures.extend(audit_verify(quick));
-
-    print_table(&figures, quick);
-    let json = serde_json::to_string_pretty(&figures).expect("figures serialize");
-    match json_out {
-        Some(path) => std::fs::write(&path, json).expect("write JSON report"),
-        None => println!("{json}"),
-    }
+    let env = throughput_env(&user, "bench");
+    figures.extend(throughput::measure(
+        &[server.url()],
+        &server.pid().into_iter().collect::<Vec<_>>(),
+        user.home.path(),
+        env,
+        run,
+    ));
+    figures
 }
 
 fn print_table(figures: &[Figure], quick: bool) {
@@ -298,6 +422,7 @@ fn audit_verify(quick: bool) -> Vec<Figure> {
     });
     let median_ms = percentile(&t, 0.5);
     vec![Figure {
+        id: "audit_verify".into(),
         name: format!("audit verify, {entries} entries"),
         value: entries as f64 / (median_ms / 1e3),
         unit: "entries/s",

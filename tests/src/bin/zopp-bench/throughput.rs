@@ -1,0 +1,299 @@
+//! Server throughput (DESIGN.md §10): signed single-secret reads and writes per second from 1,
+//! 16 and 64 concurrent in-process clients, each on its own connection, with p50/p99 latency,
+//! against one or more running `zopp-server` replicas (clients are dealt to replicas in turn).
+//!
+//! The load generator is the signed gRPC client of `zopp_tests::signed`, not CLI processes:
+//! every call is freshly signed (its own nonce), so the server runs the whole authentication,
+//! replay, RBAC and audit path for each.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use zopp_crypto::envelope::{EnvelopeContext, NameDigest, SealKey, SecretKind, SecretPayload};
+use zopp_crypto::ids::{EnvironmentId, PrincipalId};
+use zopp_crypto::keys::ScopeKey;
+use zopp_crypto::sign::{VersionClaims, ZERO_HASH};
+use zopp_proto::v1::zopp_client::ZoppClient;
+use zopp_proto::v1::{
+    EnvironmentRef, FetchEnvironmentRequest, GetSecretRequest, SecretWrite, WriteSecretsRequest,
+};
+use zopp_tests::signed::Signer;
+
+use crate::{percentile, rss_kib, Figure};
+
+const GET_SECRET: &str = "/zopp.v1.Zopp/GetSecret";
+const WRITE_SECRETS: &str = "/zopp.v1.Zopp/WriteSecrets";
+const FETCH_ENVIRONMENT: &str = "/zopp.v1.Zopp/FetchEnvironment";
+
+/// Concurrent clients per run.
+pub const CLIENTS: [usize; 3] = [1, 16, 64];
+/// The concurrency DESIGN.md §10 sets the read target at.
+const TARGET_CLIENTS: usize = 64;
+/// Signed single-secret reads per second at [`TARGET_CLIENTS`] (DESIGN.md §10).
+const READS_TARGET: f64 = 10_000.0;
+/// p99 latency of those reads (DESIGN.md §10).
+const READ_P99_TARGET_MS: f64 = 20.0;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "reads",
+            Op::Write => "writes",
+        }
+    }
+}
+
+/// What the generator needs to address the benchmark environment.
+struct Setup {
+    env: EnvironmentRef,
+    environment_id: EnvironmentId,
+    key_epoch: u32,
+    digest: Vec<u8>,
+    writer: PrincipalId,
+}
+
+/// Measures reads and writes at each of [`CLIENTS`] for `run` each. `pids` are the replicas'
+/// process ids (RSS under load is sampled from the first). The environment must hold exactly
+/// one secret, written beforehand.
+pub fn measure(
+    urls: &[String],
+    pids: &[u32],
+    home: &std::path::Path,
+    env: EnvironmentRef,
+    run: Duration,
+) -> Vec<Figure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let signer = Arc::new(Signer::load(home));
+        let mut first = zopp_tests::signed::connect(&urls[0]).await;
+        let fetched = first
+            .fetch_environment(signer.request(
+                FETCH_ENVIRONMENT,
+                FetchEnvironmentRequest {
+                    env: Some(env.clone()),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("fetch the benchmark environment")
+            .into_inner();
+        let keys = fetched.keys.expect("environment keys");
+        let digest = fetched
+            .secrets
+            .first()
+            .expect("the benchmark environment holds a secret")
+            .name_digest
+            .clone();
+        let setup = Arc::new(Setup {
+            env,
+            environment_id: EnvironmentId::try_parse(&keys.environment_id).expect("environment id"),
+            key_epoch: keys.key_epoch,
+            digest,
+            writer: PrincipalId::try_parse(signer.principal_id()).expect("principal id"),
+        });
+        let replicas = urls.len();
+        let mut figures = Vec::new();
+        for op in [Op::Read, Op::Write] {
+            for clients in CLIENTS {
+                // One connection per client, like separate processes would have.
+                let mut conns = Vec::with_capacity(clients);
+                for i in 0..clients {
+                    conns.push(connect_nodelay(&urls[i % replicas]).await);
+                }
+                // Warm up (connections, statement caches) for a tenth of the run, then measure.
+                drive(op, &conns, &signer, &setup, run / 10).await;
+                let rss_pid = pids.first().copied();
+                let sampler = tokio::spawn(async move {
+                    tokio::time::sleep(run / 2).await;
+                    rss_pid.and_then(rss_kib)
+                });
+                let (lat, elapsed) = drive(op, &conns, &signer, &setup, run).await;
+                let rss = sampler.await.ok().flatten();
+                figures.extend(figures_for(op, clients, replicas, &lat, elapsed, rss));
+            }
+        }
+        figures
+    })
+}
+
+async fn connect_nodelay(url: &str) -> ZoppClient<Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("valid url")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    ZoppClient::new(ch)
+}
+
+/// Runs `op` in a loop on every connection until `run` has passed; returns each call's latency
+/// in ms (sorted) and the wall time.
+async fn drive(
+    op: Op,
+    conns: &[ZoppClient<Channel>],
+    signer: &Arc<Signer>,
+    setup: &Arc<Setup>,
+    run: Duration,
+) -> (Vec<f64>, f64) {
+    let started = Instant::now();
+    let deadline = started + run;
+    let mut tasks = JoinSet::new();
+    for c in conns {
+        let mut c = c.clone();
+        let signer = signer.clone();
+        let setup = setup.clone();
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let seal = SealKey::derive(&ScopeKey::generate(&mut rand::rngs::OsRng));
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match op {
+                    Op::Read => {
+                        c.get_secret(signer.request(
+                            GET_SECRET,
+                            GetSecretRequest {
+                                env: Some(setup.env.clone()),
+                                name_digest: setup.digest.clone(),
+                                version: 0,
+                                include_deleted: false,
+                            },
+                        ))
+                        .await
+                        .expect("signed read");
+                    }
+                    Op::Write => {
+                        let write = new_secret(&signer, &setup, &seal);
+                        c.write_secrets(signer.request(
+                            WRITE_SECRETS,
+                            WriteSecretsRequest {
+                                env: Some(setup.env.clone()),
+                                environment_id: setup.environment_id.to_string(),
+                                writes: vec![write],
+                                if_env_version: 0,
+                            },
+                        ))
+                        .await
+                        .expect("signed write");
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("client task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (all, elapsed)
+}
+
+/// Version 1 of a fresh secret (random name digest), sealed under a throwaway key (the server
+/// cannot tell) and signed by the caller exactly as the CLI signs its writes.
+fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey) -> SecretWrite {
+    let mut d = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut d);
+    let name_digest = NameDigest::try_from_slice(&d).expect("32 bytes");
+    let envelope = seal
+        .seal(
+            &EnvelopeContext {
+                environment: setup.environment_id,
+                name_digest,
+                version: 1,
+                key_epoch: setup.key_epoch,
+            },
+            &SecretPayload::new(SecretKind::Secret, "BENCH".into(), vec![b'v'; 64], vec![]),
+            &mut rand::rngs::OsRng,
+        )
+        .into_bytes();
+    let signature = VersionClaims {
+        environment: setup.environment_id,
+        name_digest,
+        version: 1,
+        key_epoch: setup.key_epoch,
+        deleted: false,
+        envelope: &envelope,
+        prev_hash: ZERO_HASH,
+        writer: setup.writer,
+    }
+    .sign(&signer.keys().signing);
+    SecretWrite {
+        name_digest: d.to_vec(),
+        version: 1,
+        key_epoch: setup.key_epoch,
+        envelope,
+        deleted: false,
+        prev_hash: ZERO_HASH.to_vec(),
+        signature: signature.to_vec(),
+    }
+}
+
+fn figures_for(
+    op: Op,
+    clients: usize,
+    replicas: usize,
+    lat: &[f64],
+    elapsed: f64,
+    rss: Option<u64>,
+) -> Vec<Figure> {
+    let rate = lat.len() as f64 / elapsed;
+    let p50 = percentile(lat, 0.5);
+    let p99 = percentile(lat, 0.99);
+    let at_target = op == Op::Read && clients == TARGET_CLIENTS;
+    let on = if replicas > 1 {
+        format!(", {replicas} replicas")
+    } else {
+        String::new()
+    };
+    let mut out = vec![Figure {
+        id: format!("server_{}_{clients}", op.name()),
+        name: format!("server {}/s, {clients} clients{on}", op.name()),
+        value: rate,
+        unit: "ops/s",
+        target: at_target.then_some(READS_TARGET),
+        lower_is_better: false,
+        detail: format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms, {} calls in {elapsed:.1} s",
+            lat.len()
+        ),
+    }];
+    if at_target {
+        out.push(Figure {
+            id: format!("server_{}_{clients}_p99", op.name()),
+            name: format!("server read p99, {clients} clients{on}"),
+            value: p99,
+            unit: "ms",
+            target: Some(READ_P99_TARGET_MS),
+            lower_is_better: true,
+            detail: format!("p50 {p50:.2} ms"),
+        });
+    }
+    if clients == TARGET_CLIENTS {
+        if let Some(kib) = rss {
+            out.push(Figure {
+                id: format!("server_rss_{}_{clients}", op.name()),
+                name: format!("server RSS under {clients}-client {}", op.name()),
+                value: kib as f64 / 1024.0,
+                unit: "MiB",
+                target: None,
+                lower_is_better: true,
+                detail: String::new(),
+            });
+        }
+    }
+    out
+}
