@@ -376,7 +376,10 @@ fn print_table(figures: &[Figure], quick: bool) {
     if quick {
         println!("(quick smoke pass: figures are not meaningful)");
     } else {
-        println!("ratio = value/target for lower-is-better measures (≤ 1.00 meets the target)");
+        println!(
+            "ratio = value/target when lower is better, target/value when higher is better: \
+             ≤ 1.00 meets the target"
+        );
     }
 }
 
