@@ -659,7 +659,9 @@ impl Client {
             // The latest version must not be older than one this client has seen.
             let pins = self.pins(lookup.chain.environment());
             let mut seen = pins.load();
-            if let Some(r) = seen.check(0, [(&lookup.digest, v.version)]) {
+            // Only this secret's own version can be compared: the environment's version moves
+            // with every other secret's writes too.
+            if let Some(r) = seen.check(u64::MAX, [(&lookup.digest, v.version)]) {
                 return Err(rolled_back(env, r, |_| Some(name.to_owned())));
             }
             if seen.raise(v.env_version, [(&lookup.digest, v.version)]) {
