@@ -51,6 +51,11 @@ impl KeyCache {
         }
     }
 
+    /// Whether anything may be kept on disk (`false` in principal-token mode).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The cache directory.
     pub(crate) fn dir(&self) -> &std::path::Path {
         &self.dir

@@ -10,6 +10,7 @@
 //!
 //! # Security
 //! Trust on first use: a client that never read the environment has nothing to compare with.
+//! A CI runner in principal-token mode keeps nothing on disk, so it pins nothing either.
 //! The file holds only public data (digests and version numbers) and carries an HMAC under a key
 //! derived from this principal's X25519 secret, bound to the server, principal and environment
 //! id, so nobody without that secret can lower a pin by editing it; a file that does not check
@@ -117,6 +118,8 @@ impl Seen {
 
 /// The pin file of one environment.
 pub(crate) struct Pins {
+    /// `false` in principal-token mode, which keeps nothing on disk (and so pins nothing).
+    enabled: bool,
     path: PathBuf,
     dir: PathBuf,
     key: LocalKey,
@@ -139,6 +142,9 @@ impl Pins {
 
     /// What was seen before; empty when there is no valid file.
     pub(crate) fn load(&self) -> Seen {
+        if !self.enabled {
+            return Seen::default();
+        }
         let max = (1 + 32 + 8 + 4 + ENTRY_LEN * MAX_ENTRIES) as u64;
         let Ok(bytes) = read_bounded(&self.path, max) else {
             return Seen::default();
@@ -148,6 +154,9 @@ impl Pins {
 
     /// Records `seen`. A failure only weakens the next check, so it is logged, not returned.
     pub(crate) fn store(&self, seen: &Seen) {
+        if !self.enabled {
+            return;
+        }
         let mut list: Vec<(&[u8; 32], &u64)> = seen.versions.iter().collect();
         list.sort_unstable();
         list.truncate(MAX_ENTRIES);
@@ -225,6 +234,7 @@ impl Client {
         );
         let dir = self.cache().dir().to_owned();
         Pins {
+            enabled: self.cache().enabled(),
             path: dir.join(name),
             dir,
             key: LocalKey::derive(&self.identity().keys().agreement, VERIFIED_CACHE_LABEL),

@@ -43,6 +43,8 @@ pub(crate) fn entry(version_hash: &[u8; 32], key: &VerifyingKey) -> Entry {
 
 /// The verified-signature cache of one environment.
 pub(crate) struct VerifiedCache {
+    /// `false` in principal-token mode, which must not write anything to disk.
+    enabled: bool,
     path: PathBuf,
     dir: PathBuf,
     key: LocalKey,
@@ -75,6 +77,7 @@ impl VerifiedCache {
             hex::encode(&zopp_crypto::sha256(&context)[..16])
         );
         Self {
+            enabled: true,
             path: dir.join(name),
             dir,
             key: LocalKey::derive(&identity.keys().agreement, VERIFIED_CACHE_LABEL),
@@ -91,6 +94,9 @@ impl VerifiedCache {
 
     /// The entries recorded last time; empty when there is no valid file.
     pub(crate) fn load(&self) -> HashSet<Entry> {
+        if !self.enabled {
+            return HashSet::new();
+        }
         let Ok(bytes) = read_bounded(&self.path, (1 + 32 + 4 + 32 * MAX_ENTRIES) as u64) else {
             return HashSet::new();
         };
@@ -122,6 +128,9 @@ impl VerifiedCache {
         entries: impl IntoIterator<Item = Entry>,
         previous: &HashSet<Entry>,
     ) {
+        if !self.enabled {
+            return;
+        }
         let mut list: Vec<Entry> = entries.into_iter().collect();
         list.sort_unstable();
         list.dedup();
@@ -147,12 +156,15 @@ impl VerifiedCache {
 impl Client {
     /// The verified-signature cache of `env` for this client's identity and server.
     pub(crate) fn verified_cache(&self, env: &EnvRef) -> VerifiedCache {
-        VerifiedCache::new(
+        let mut cache = VerifiedCache::new(
             self.cache().dir().to_owned(),
             self.server().url(),
             self.identity(),
             env,
-        )
+        );
+        // A disabled key cache has no directory: writing would land in the working directory.
+        cache.enabled = self.cache().enabled();
+        cache
     }
 }
 
