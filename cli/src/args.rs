@@ -50,9 +50,10 @@ pub struct GlobalArgs {
     /// Project [env: ZOPP_PROJECT] [zopp.toml: defaults.project]
     #[arg(short = 'p', long, global = true, value_name = "NAME")]
     pub project: Option<String>,
-    /// Environment [env: ZOPP_ENVIRONMENT] [zopp.toml: defaults.environment]
-    #[arg(short = 'e', long, global = true, value_name = "NAME")]
-    pub environment: Option<String>,
+    /// Environment [env: ZOPP_ENVIRONMENT] [zopp.toml: defaults.environment]; `zopp diff`
+    /// takes it twice
+    #[arg(short = 'e', long, global = true, value_name = "NAME", action = clap::ArgAction::Append)]
+    pub environment: Vec<String>,
     /// Output format [env: ZOPP_OUTPUT] [default: human]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
@@ -103,8 +104,60 @@ pub enum Command {
     /// Service principals and their tokens, your devices, revocation and fingerprints
     #[command(subcommand)]
     Principal(crate::cmd::principal::PrincipalCommand),
+    /// Compare two environments of a project (-e A -e B) or one environment at two points in
+    /// time (--at T1 --at T2, --at-version N1 --at-version N2): names added, removed, changed
+    Diff(DiffArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+}
+
+/// A point in time of an environment: `--at` or `--at-version` (neither: now).
+#[derive(Debug, Args)]
+pub struct PointArgs {
+    /// Read the environment as it was at TIME (RFC 3339, e.g. 2026-11-20T10:00:00Z, a UTC date
+    /// or an age such as 2h)
+    #[arg(long, value_name = "TIME", conflicts_with = "at_version")]
+    pub at: Option<String>,
+    /// Read the environment as of its version N (each write bumps it; see `environment list`)
+    #[arg(long, value_name = "N")]
+    pub at_version: Option<u64>,
+}
+
+/// `zopp diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// First and second point in time (give it twice, or combine with --at-version)
+    #[arg(long, value_name = "TIME", num_args = 1, action = clap::ArgAction::Append)]
+    pub at: Vec<String>,
+    /// First and second environment version (give it twice, or combine with --at)
+    #[arg(long, value_name = "N", num_args = 1, action = clap::ArgAction::Append)]
+    pub at_version: Vec<u64>,
+    /// Also print the values that differ (decrypted here; never sent anywhere)
+    #[arg(long)]
+    pub show_values: bool,
+}
+
+/// `zopp environment set-retention`.
+#[derive(Debug, Args)]
+pub struct SetRetentionArgs {
+    /// Keep the newest N versions of each secret (older ones are pruned at once and on every
+    /// write)
+    #[arg(value_name = "N", conflicts_with = "keep_all")]
+    pub versions: Option<u64>,
+    /// Keep every version again (the default)
+    #[arg(long)]
+    pub keep_all: bool,
+}
+
+/// `zopp environment restore`.
+#[derive(Debug, Args)]
+pub struct EnvironmentRestoreArgs {
+    /// The state to make current
+    #[command(flatten)]
+    pub point: PointArgs,
+    /// Show what would change without writing anything
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `zopp join`.
@@ -157,6 +210,11 @@ pub enum EnvironmentCommand {
     Delete(DeleteArgs),
     /// Give the environment given by -w/-p/-e a new key (its next key epoch), so removed members cannot read what comes next
     RotateKey(crate::cmd::rotate::RotateArgs),
+    /// Keep only the newest N versions of each secret of the environment (admin), or --keep-all
+    SetRetention(SetRetentionArgs),
+    /// Make an earlier state of the environment current again, as new versions in one
+    /// transaction (--at TIME or --at-version N; --dry-run shows the plan)
+    Restore(EnvironmentRestoreArgs),
 }
 
 /// A scope name.
@@ -183,8 +241,9 @@ pub enum SecretCommand {
     Set(SecretSetArgs),
     /// Print a secret's value
     Get(SecretGetArgs),
-    /// List secret names with their versions (never values)
-    List,
+    /// List secret names with their versions (never values); --at/--at-version for an earlier
+    /// state
+    List(SecretListArgs),
     /// Delete a secret (a tombstone version: history and rollback still work)
     Delete(SecretDeleteArgs),
     /// Show every version of a secret
@@ -215,14 +274,25 @@ pub struct SecretSetArgs {
     pub if_version: Option<u64>,
 }
 
+/// `zopp secret list`.
+#[derive(Debug, Args)]
+pub struct SecretListArgs {
+    /// Which state of the environment
+    #[command(flatten)]
+    pub point: PointArgs,
+}
+
 /// `zopp secret get`.
 #[derive(Debug, Args)]
 pub struct SecretGetArgs {
     /// Secret name
     pub name: String,
     /// A specific version instead of the latest
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["at", "at_version"])]
     pub version: Option<u64>,
+    /// The value the secret had in an earlier state of the environment
+    #[command(flatten)]
+    pub point: PointArgs,
 }
 
 /// `zopp secret delete`.
@@ -292,7 +362,7 @@ mod tests {
         .expect("parse");
         assert_eq!(cli.global.workspace.as_deref(), Some("acme"));
         assert_eq!(cli.global.project.as_deref(), Some("api"));
-        assert_eq!(cli.global.environment.as_deref(), Some("dev"));
+        assert_eq!(cli.global.environment, ["dev"]);
     }
 
     #[test]

@@ -235,32 +235,54 @@ fn seal_one(
     chain: &EnvironmentChain,
     p: &Planned<'_>,
 ) -> (pb::SecretWrite, crate::verified::Entry) {
-    let digest = chain.digest(&p.entry.name);
-    let key_epoch = chain.key_epoch();
     let payload = SecretPayload::new(
         SecretKind::Secret,
         p.entry.name.clone(),
         p.entry.value.expose_secret().as_bytes().to_vec(),
         Vec::new(),
     );
+    seal_version(
+        identity,
+        chain,
+        &p.entry.name,
+        p.version,
+        p.prev_hash,
+        Some(&payload),
+    )
+}
+
+/// One new version of `name` after `prev_hash`: `payload` sealed under the current epoch (or a
+/// tombstone when `None`), signed by `identity`; with its verified-signature cache entry.
+pub(crate) fn seal_version(
+    identity: &Identity,
+    chain: &EnvironmentChain,
+    name: &str,
+    version: u64,
+    prev_hash: [u8; 32],
+    payload: Option<&SecretPayload>,
+) -> (pb::SecretWrite, crate::verified::Entry) {
+    let digest = chain.digest(name);
+    let key_epoch = chain.key_epoch();
     let ctx = EnvelopeContext {
         environment: chain.environment(),
         name_digest: digest,
-        version: p.version,
+        version,
         key_epoch,
     };
-    let envelope = chain
-        .current_seal_key()
-        .seal(&ctx, &payload, &mut OsRng)
-        .into_bytes();
+    let envelope = payload.map_or_else(Vec::new, |payload| {
+        chain
+            .current_seal_key()
+            .seal(&ctx, payload, &mut OsRng)
+            .into_bytes()
+    });
     let claims = VersionClaims {
         environment: chain.environment(),
         name_digest: digest,
-        version: p.version,
+        version,
         key_epoch,
-        deleted: false,
+        deleted: payload.is_none(),
         envelope: &envelope,
-        prev_hash: p.prev_hash,
+        prev_hash,
         writer: identity.principal(),
     };
     let signature = claims.sign(&identity.keys().signing).to_vec();
@@ -270,11 +292,11 @@ fn seal_one(
     );
     let write = pb::SecretWrite {
         name_digest: digest.as_bytes().to_vec(),
-        version: p.version,
+        version,
         key_epoch,
         envelope,
-        deleted: false,
-        prev_hash: p.prev_hash.to_vec(),
+        deleted: payload.is_none(),
+        prev_hash: prev_hash.to_vec(),
         signature,
     };
     (write, verified)

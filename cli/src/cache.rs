@@ -51,9 +51,14 @@ impl KeyCache {
         }
     }
 
-    /// The cache directory; `None` in principal-token mode, where nothing may touch the disk.
-    pub(crate) fn dir(&self) -> Option<&std::path::Path> {
-        self.enabled.then_some(self.dir.as_path())
+    /// Whether anything may be kept on disk (`false` in principal-token mode).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The cache directory.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The file of `env`: a hash of server, principal and the three names, so neither the names

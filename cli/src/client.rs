@@ -58,6 +58,8 @@ pub mod method {
     pub const LIST_ENVIRONMENTS: &str = "/zopp.v1.Zopp/ListEnvironments";
     /// `DeleteEnvironment`.
     pub const DELETE_ENVIRONMENT: &str = "/zopp.v1.Zopp/DeleteEnvironment";
+    /// `SetRetention`.
+    pub const SET_RETENTION: &str = "/zopp.v1.Zopp/SetRetention";
     /// `GetEnvironment`.
     pub const GET_ENVIRONMENT: &str = "/zopp.v1.Zopp/GetEnvironment";
     /// `GetScopeKeys`.
@@ -784,6 +786,43 @@ impl Client {
             .map_err(|s| self.status_error(s, Target::Environment(env)))?;
         self.cache.remove(env);
         Ok(())
+    }
+
+    /// Sets (`Some(n)`: keep the newest n versions of each secret) or clears (`None`: keep
+    /// every version) an environment's retention limit. Returns the environment as it is now
+    /// and how many versions the new limit pruned at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a limit of 0; [`Error::NotFound`]; permission (admin of
+    /// the environment), transport and server errors.
+    pub async fn set_retention(
+        &self,
+        env: &EnvRef,
+        keep_versions: Option<u64>,
+    ) -> Result<(pb::Environment, u64)> {
+        if keep_versions == Some(0) {
+            return Err(Error::InvalidInput(
+                "a retention limit keeps at least 1 version; use --keep-all to keep every version"
+                    .into(),
+            ));
+        }
+        let req = self.signed(
+            method::SET_RETENTION,
+            pb::SetRetentionRequest {
+                env: Some(env.to_proto()),
+                keep_versions: keep_versions.unwrap_or(0),
+            },
+        );
+        let resp = self
+            .rpc()
+            .set_retention(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.status_error(s, Target::Environment(env)))?;
+        let e = resp
+            .environment
+            .ok_or_else(|| Error::BadResponse("the response carries no environment".into()))?;
+        Ok((e, resp.pruned))
     }
 
     /// The environment's wrapped key chain, fresh from the server (`GetEnvironment`); also

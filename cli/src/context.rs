@@ -163,7 +163,8 @@ impl Context {
                 None,
             ),
             environment: pick(
-                args.environment.clone(),
+                // `zopp diff` takes two; every other command refuses more than one (cmd::dispatch).
+                args.environment.first().cloned(),
                 env("ZOPP_ENVIRONMENT"),
                 file.environment,
                 None,
@@ -275,7 +276,7 @@ mod tests {
             tls_ca: None,
             workspace: None,
             project: None,
-            environment: None,
+            environment: Vec::new(),
             output: None,
         }
     }
@@ -316,7 +317,7 @@ mod tests {
         );
 
         let mut a = args();
-        a.environment = Some("flag-e".into());
+        a.environment = vec!["flag-e".into()];
         let ctx = build(&a, &vars, Some(&sub));
         assert_eq!(
             ctx.env_ref().expect("flag wins").to_string(),

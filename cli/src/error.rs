@@ -100,6 +100,17 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// The server served an older state than this client has already seen: a replay of
+    /// genuinely signed but outdated versions (`crate::pins`).
+    #[error("{what} went back from version {seen} to {got}: the server is serving an older state than this client has already seen")]
+    RolledBack {
+        /// What went back, e.g. `secret 'API_KEY'` or `environment 'prod'`.
+        what: String,
+        /// The version seen before.
+        seen: u64,
+        /// The version served now.
+        got: u64,
+    },
     /// A secret's signature, chain or envelope does not check out.
     #[error("secret '{name}' failed verification")]
     Verification {
@@ -262,6 +273,15 @@ pub enum Missing {
         /// The version asked for.
         version: u64,
     },
+    /// A point-in-time state of an environment that does not exist or is no longer kept.
+    PointInTime {
+        /// The environment.
+        environment: String,
+        /// The point asked for, as the user gave it (`2026-01-01T00:00:00Z`, `version 7`).
+        at: String,
+        /// Why, from the server.
+        detail: String,
+    },
     /// Something the client cannot name more precisely (the server's message).
     Other(String),
 }
@@ -285,6 +305,14 @@ impl fmt::Display for Missing {
             Self::Version { name, version } => {
                 write!(f, "version {version} of secret '{name}' not found")
             }
+            Self::PointInTime {
+                environment,
+                at,
+                detail,
+            } => write!(
+                f,
+                "environment '{environment}' has no state at {at}: {detail}"
+            ),
             Self::Other(msg) if msg.is_empty() => f.write_str("not found"),
             Self::Other(msg) => write!(f, "not found: {msg}"),
         }

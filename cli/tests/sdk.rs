@@ -342,6 +342,7 @@ impl Zopp for Svc {
             created_at_ms: 1,
             env_version: 0,
             key_epoch: 1,
+            ..Default::default()
         }))
     }
 
@@ -349,6 +350,13 @@ impl Zopp for Svc {
         &self,
         _: Request<pb::ListEnvironmentsRequest>,
     ) -> Reply<pb::ListEnvironmentsResponse> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn set_retention(
+        &self,
+        _: Request<pb::SetRetentionRequest>,
+    ) -> Reply<pb::SetRetentionResponse> {
         Err(Status::unimplemented("not in the fake"))
     }
 

@@ -33,6 +33,8 @@ pub mod action {
     pub const ENVIRONMENT_CREATE: &str = "environment.create";
     /// Environment deleted.
     pub const ENVIRONMENT_DELETE: &str = "environment.delete";
+    /// Environment retention limit set or cleared (target: `keep/N` or `keep/all`).
+    pub const ENVIRONMENT_RETENTION: &str = "environment.retention";
     /// Workspace or project key material handed out (`GetScopeKeys`).
     pub const SCOPE_KEYS: &str = "scope.keys";
     /// Environment key material handed out (`GetEnvironment`).

@@ -64,6 +64,8 @@ impl From<StorageError> for ServiceError {
             | StorageError::PrevHashMismatch { .. }
             | StorageError::EnvironmentChanged { .. }
             | StorageError::KeyEpochMismatch { .. } => ServiceError::Aborted(e.to_string()),
+            // The state asked for is gone: the client words it (FetchEnvironment).
+            StorageError::Pruned { .. } => ServiceError::NotFound(e.to_string()),
             StorageError::Corrupt(_) | StorageError::UnsupportedUrl(_) => {
                 ServiceError::Internal(e.to_string())
             }

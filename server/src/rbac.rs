@@ -146,7 +146,8 @@ pub enum Action {
     ReadSecrets,
     /// Append secret versions: set, delete, import, rollback.
     WriteSecrets,
-    /// Create or delete projects and environments (and delete workspaces).
+    /// Create or delete projects and environments (and delete workspaces); set an
+    /// environment's retention limit.
     ManageScopes,
     /// Grant and revoke access, create invites and service principals, rotate keys.
     ManageAccess,

@@ -265,6 +265,42 @@ impl TestServer {
         TestOutput::run(cmd, None)
     }
 
+    /// Runs `sql` directly against the server's database (either backend), as someone with the
+    /// disk or the database credentials would; returns the rows affected or the error text.
+    pub fn exec_sql(&self, sql: &str) -> Result<u64, String> {
+        use sqlx::{Connection, Executor};
+        match self.backend() {
+            Backend::Sqlite => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(async {
+                    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(self.db_path())
+                        .busy_timeout(Duration::from_secs(10));
+                    let mut c = sqlx::SqliteConnection::connect_with(&opts)
+                        .await
+                        .expect("open the server's SQLite file");
+                    c.execute(sql)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(|e| e.to_string())
+                }),
+            Backend::Postgres => {
+                let sql = sql.to_owned();
+                pg::with_conn(&self.db_url, move |c| {
+                    Box::pin(async move {
+                        c.execute(sql.as_str())
+                            .await
+                            .map(|r| r.rows_affected())
+                            .map_err(|e| e.to_string())
+                    })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>
+                })
+            }
+        }
+    }
+
     /// Creates a server invite and returns its token.
     pub fn invite(&self) -> String {
         let out = self.admin(&[

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -468,26 +467,7 @@ async fn sqlite(server: &TestServer) -> SqliteConnection {
 
 /// Runs `sql` against the server's database (either backend); returns the error text, if any.
 fn exec(server: &TestServer, sql: &str) -> Result<u64, String> {
-    match server.backend() {
-        Backend::Sqlite => block_on(async {
-            let mut c = sqlite(server).await;
-            c.execute(sql)
-                .await
-                .map(|r| r.rows_affected())
-                .map_err(|e| e.to_string())
-        }),
-        Backend::Postgres => {
-            let sql = sql.to_owned();
-            zopp_tests::pg::with_conn(&server.db_url, move |c| {
-                Box::pin(async move {
-                    c.execute(sql.as_str())
-                        .await
-                        .map(|r| r.rows_affected())
-                        .map_err(|e| e.to_string())
-                }) as Pin<Box<dyn Future<Output = _> + '_>>
-            })
-        }
-    }
+    server.exec_sql(sql)
 }
 
 fn database_refuses_update_and_delete(backend: Backend) {

@@ -259,7 +259,7 @@ fn csv_row(out: &mut Vec<u8>, r: &AuditExportRow<'_>) {
 const MAX_ACTION_LEN: usize = 128;
 
 /// Parses a time filter: RFC 3339, a UTC date, or an age before `now_ms`.
-fn parse_time(flag: &str, text: &str, now_ms: i64) -> Result<i64, CliError> {
+pub(crate) fn parse_time(flag: &str, text: &str, now_ms: i64) -> Result<i64, CliError> {
     let t = text.trim();
     let ms = if let Ok(dt) = time::OffsetDateTime::parse(t, &Rfc3339) {
         i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
@@ -283,7 +283,7 @@ fn parse_time(flag: &str, text: &str, now_ms: i64) -> Result<i64, CliError> {
         Some(ms) if ms >= 0 => Ok(ms),
         _ => Err(CliError::usage(
             format!("{flag} '{}' is before 1970", t.escape_debug()),
-            "audit entries start in 1970 at the earliest: pass a later time",
+            "zopp keeps nothing from before 1970: pass a later time",
         )),
     }
 }

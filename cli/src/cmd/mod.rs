@@ -2,6 +2,7 @@
 
 pub mod audit;
 mod completions;
+mod diff;
 mod environment;
 pub mod inject;
 pub mod invite;
@@ -29,6 +30,15 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         // Needs no context: works even with a broken environment.
         return completions::run(a);
     }
+    if cli.global.environment.len() > 1 && !matches!(cli.command, Command::Diff(_)) {
+        return Err(CliError::usage(
+            format!(
+                "-e/--environment given {} times; only `zopp diff` compares two environments",
+                cli.global.environment.len()
+            ),
+            "pass one -e NAME",
+        ));
+    }
     let ctx = Context::from_process(&cli.global)?;
     let out = Out::new(ctx.output);
     match &cli.command {
@@ -44,6 +54,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Permission(c) => permission::run(&ctx, &out, c, &cli.global).await,
         Command::Invite(c) => invite::run(&ctx, &out, c).await,
         Command::Principal(c) => principal::run(&ctx, &out, c, &cli.global).await,
+        Command::Diff(a) => diff::run(&ctx, &out, a, &cli.global.environment).await,
         Command::Completions(_) => unreachable!("handled above"),
     }
 }
@@ -70,5 +81,31 @@ fn confirm_delete(ctx: &Context, yes: bool, what: &str, consequence: &str) -> Re
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
         _ => Err(CliError::Cancelled),
+    }
+}
+
+impl crate::args::PointArgs {
+    /// The point in time asked for, checked: `None` for now.
+    pub fn resolve(&self) -> Result<Option<zopp_cli::At>, CliError> {
+        point(self.at.as_deref(), self.at_version)
+    }
+}
+
+/// Checks one `--at TIME` or `--at-version N` (at most one of them is set).
+pub fn point(at: Option<&str>, at_version: Option<u64>) -> Result<Option<zopp_cli::At>, CliError> {
+    use zopp_cli::At;
+    match (at, at_version) {
+        (Some(t), _) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            Ok(Some(At::Time(audit::parse_time("--at", t, now)?)))
+        }
+        (None, Some(0)) => Err(CliError::usage(
+            "--at-version 0 is the empty environment before its first write",
+            "environment versions start at 1; `zopp environment list` shows the current one",
+        )),
+        (None, Some(v)) => Ok(Some(At::EnvVersion(v))),
+        (None, None) => Ok(None),
     }
 }

@@ -234,7 +234,7 @@ pub fn scope(ctx: &Context, global: &GlobalArgs) -> Result<ScopeSpec, CliError> 
     Ok(ScopeSpec::try_new(
         ctx.workspace()?,
         global.project.as_deref(),
-        global.environment.as_deref(),
+        global.environment.first().map(String::as_str),
     )?)
 }
 

@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// Run from the fallback copy without contacting the server
     #[arg(long, requires = "fallback", conflicts_with = "watch")]
     pub fallback_only: bool,
+    /// Run with the environment as it was at TIME (RFC 3339, a UTC date or an age such as
+    /// 2h), for reproducible runs; references into other environments resolve as they are now
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["at_version", "watch", "fallback"])]
+    pub at: Option<String>,
+    /// Run with the environment as of its version N (see `zopp environment list`)
+    #[arg(long, value_name = "N", conflicts_with_all = ["watch", "fallback"])]
+    pub at_version: Option<u64>,
     /// The command to run, and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -82,11 +89,20 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     for name in a.only.iter().chain(&a.exclude) {
         check_name(NameKind::Secret, name)?;
     }
+    let point = super::point(a.at.as_deref(), a.at_version)?;
     let env = ctx.env_ref()?;
     // Lazy: an unreachable server is reported by the first call, where --fallback takes over,
     // and a watch reconnects by itself once the server is back.
     let client = ctx.lazy_client().await?;
-    let resolved = obtain(&client, &env, a).await?;
+    let resolved = match point {
+        Some(at) => {
+            Sources::fetch_at(&client, &env, at)
+                .await?
+                .resolve_all(&client)
+                .await?
+        }
+        None => obtain(&client, &env, a).await?,
+    };
 
     let pty = a.mask && std::io::stdout().is_terminal();
     let mut caught: Vec<Signal> = FORWARDED.to_vec();

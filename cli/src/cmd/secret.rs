@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 use zopp_cli::validate::{check_name, check_value_len, NameKind, MAX_VALUE_LEN};
-use zopp_cli::{Error, SecretRecord};
+use zopp_cli::{Error, Missing, SecretRecord};
 use zopp_crypto::envelope::SecretKind;
 
 use crate::args::{SecretCommand, SecretSetArgs};
@@ -24,16 +24,37 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
         SecretCommand::Set(a) => set(ctx, out, a).await,
         SecretCommand::Get(a) => {
             check_name(NameKind::Secret, &a.name)?;
+            let point = a.point.resolve()?;
             let env = ctx.env_ref()?;
-            let rec = ctx
-                .client()
-                .await?
-                .get_secret(&env, &a.name, a.version)
-                .await?;
+            let client = ctx.client().await?;
+            let state;
+            let fetched;
+            let rec = match point {
+                // The value in an earlier state: that whole state, verified, then the name.
+                Some(at) => {
+                    state = client.fetch_environment_at(&env, at).await?;
+                    state
+                        .secrets
+                        .iter()
+                        .find(|s| s.name == a.name)
+                        .ok_or_else(|| {
+                            Error::NotFound(Missing::Other(format!(
+                                "secret '{}' did not exist in environment '{}' at {}",
+                                a.name,
+                                env.environment(),
+                                at.describe()
+                            )))
+                        })?
+                }
+                None => {
+                    fetched = client.get_secret(&env, &a.name, a.version).await?;
+                    &fetched
+                }
+            };
             if out.is_json() {
                 return out.json(&SecretValueJson {
                     name: &rec.name,
-                    value: utf8(&rec)?,
+                    value: utf8(rec)?,
                     version: rec.version,
                 });
             }
@@ -44,9 +65,14 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
             buf.push(b'\n');
             out.bytes(&buf)
         }
-        SecretCommand::List => {
+        SecretCommand::List(a) => {
+            let point = a.point.resolve()?;
             let env = ctx.env_ref()?;
-            let state = ctx.client().await?.fetch_environment(&env).await?;
+            let state = ctx
+                .client()
+                .await?
+                .fetch_environment_at(&env, point.unwrap_or_default())
+                .await?;
             // Kubeconfigs and apps live in the same store; `secret list` shows plain secrets.
             let secrets: Vec<&SecretRecord> = state
                 .secrets

@@ -84,6 +84,9 @@ pub struct ExportArgs {
     /// k8s: the Secret's metadata.namespace
     #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
+    /// Export an earlier state of the environment
+    #[command(flatten)]
+    pub point: crate::args::PointArgs,
 }
 
 /// `zopp secret import --output json` (names only, never values).
@@ -228,8 +231,13 @@ pub async fn export(ctx: &Context, out: &Out, a: &ExportArgs) -> Result<(), CliE
             "pass --name NAME (and --namespace NS)",
         ));
     }
+    let point = a.point.resolve()?;
     let env = ctx.env_ref()?;
-    let state = ctx.client().await?.fetch_environment(&env).await?;
+    let state = ctx
+        .client()
+        .await?
+        .fetch_environment_at(&env, point.unwrap_or_default())
+        .await?;
     let entries = state
         .secrets
         .iter()

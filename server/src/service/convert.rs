@@ -62,6 +62,8 @@ pub(super) fn environment(e: &EnvironmentRecord) -> Environment {
         created_at_ms: e.created_at_ms,
         env_version: e.env_version,
         key_epoch: e.key_epoch,
+        keep_versions: e.keep_versions.unwrap_or(0),
+        history_floor: e.history_floor,
     }
 }
 

@@ -240,6 +240,8 @@ mod tests {
             key_epoch: epoch,
             env_version: 0,
             created_at_ms: 0,
+            keep_versions: None,
+            history_floor: 0,
         }
     }
 

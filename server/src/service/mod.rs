@@ -71,6 +71,7 @@ pub mod methods {
     pub const LIST_ENVIRONMENTS: &str = "/zopp.v1.Zopp/ListEnvironments";
     /// `DeleteEnvironment`.
     pub const DELETE_ENVIRONMENT: &str = "/zopp.v1.Zopp/DeleteEnvironment";
+    pub const SET_RETENTION: &str = "/zopp.v1.Zopp/SetRetention";
     /// `GetEnvironment`.
     pub const GET_ENVIRONMENT: &str = "/zopp.v1.Zopp/GetEnvironment";
     /// `GetScopeKeys`.
@@ -659,6 +660,16 @@ impl Zopp for ZoppService {
         .await
     }
 
+    async fn set_retention(
+        &self,
+        request: Request<SetRetentionRequest>,
+    ) -> Result<Response<SetRetentionResponse>, Status> {
+        self.signed(methods::SET_RETENTION, request, |c, m| {
+            self.set_retention_rpc(c, m)
+        })
+        .await
+    }
+
     async fn get_environment(
         &self,
         request: Request<GetEnvironmentRequest>,
@@ -1009,6 +1020,7 @@ mod tests {
             create_environment(CreateEnvironmentRequest::default()),
             list_environments(ListEnvironmentsRequest::default()),
             delete_environment(DeleteEnvironmentRequest::default()),
+            set_retention(SetRetentionRequest::default()),
             get_environment(GetEnvironmentRequest::default()),
             get_scope_keys(GetScopeKeysRequest::default()),
             fetch_environment(FetchEnvironmentRequest::default()),

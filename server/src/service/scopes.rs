@@ -9,7 +9,8 @@ use zopp_proto::v1::{
     CreateEnvironmentRequest, CreateProjectRequest, CreateWorkspaceRequest,
     DeleteEnvironmentRequest, DeleteProjectRequest, DeleteResponse, DeleteWorkspaceRequest,
     Environment, ListEnvironmentsRequest, ListEnvironmentsResponse, ListProjectsRequest,
-    ListProjectsResponse, ListWorkspacesRequest, ListWorkspacesResponse, Project, Workspace,
+    ListProjectsResponse, ListWorkspacesRequest, ListWorkspacesResponse, Project,
+    SetRetentionRequest, SetRetentionResponse, Workspace,
 };
 
 use super::{convert, ZoppService};
@@ -400,6 +401,64 @@ impl ZoppService {
                 })
             })?;
         Ok(DeleteResponse {})
+    }
+
+    /// Sets or clears an environment's retention limit: an admin of the environment (or
+    /// above) decides how many versions of each secret the server keeps. Pruning happens in
+    /// the same transaction, and after that in every write's; the audit trail is untouched.
+    pub(super) async fn set_retention_rpc(
+        &self,
+        caller: Caller,
+        m: SetRetentionRequest,
+    ) -> ServiceResult<SetRetentionResponse> {
+        if m.keep_versions > i64::MAX as u64 {
+            return Err(ServiceError::InvalidArgument(format!(
+                "keep_versions must be at most {}",
+                i64::MAX
+            )));
+        }
+        let (r, _) = self
+            .environment(
+                &caller,
+                m.env.as_ref(),
+                Action::ManageScopes,
+                action::ENVIRONMENT_RETENTION,
+            )
+            .await?;
+        let env = r.env()?;
+        let keep = (m.keep_versions != 0).then_some(m.keep_versions);
+        let now = self.now_ms();
+        let entry = audit::draft(
+            &caller,
+            action::ENVIRONMENT_RETENTION,
+            &r.env_scope()?,
+            keep.map_or_else(|| "keep/all".to_owned(), |n| format!("keep/{n}")),
+            now,
+        );
+        let outcome = self
+            .state
+            .storage
+            .set_retention(env.id, keep, entry)
+            .await
+            .map_err(|e| {
+                not_found_as(e, || {
+                    format!(
+                        "environment '{}' not found in project '{}'",
+                        env.name,
+                        r.project
+                            .as_ref()
+                            .map(|p| p.name.as_str())
+                            .unwrap_or_default()
+                    )
+                })
+            })?;
+        let mut record = env.clone();
+        record.keep_versions = keep;
+        record.history_floor = outcome.history_floor;
+        Ok(SetRetentionResponse {
+            environment: Some(convert::environment(&record)),
+            pruned: outcome.pruned,
+        })
     }
 }
 

@@ -188,15 +188,23 @@ impl ZoppService {
             )
             .await?;
         let env = r.env()?;
+        // A state that never existed is NOT_FOUND, like any other missing thing; the message
+        // says which bound was crossed so that the client can tell the user what to ask for.
         let at = if m.at_env_version != 0 {
             if m.at_env_version > env.env_version {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "environment '{}' is at version {}; version {} does not exist yet",
+                return Err(ServiceError::NotFound(format!(
+                    "point in time: environment '{}' is at version {}; version {} does not exist yet",
                     env.name, env.env_version, m.at_env_version
                 )));
             }
             PointInTime::AtEnvVersion(m.at_env_version)
         } else if m.at_ms != 0 {
+            if m.at_ms < env.created_at_ms {
+                return Err(ServiceError::NotFound(format!(
+                    "point in time: environment '{}' did not exist yet (created at unix ms {})",
+                    env.name, env.created_at_ms
+                )));
+            }
             PointInTime::AtMs(m.at_ms)
         } else {
             PointInTime::Now
@@ -206,7 +214,14 @@ impl ZoppService {
             .storage
             .environment_state(env.id, at)
             .await
-            .map_err(|e| self.env_gone(e, &r))?;
+            .map_err(|e| match e {
+                StorageError::Pruned { floor } => ServiceError::NotFound(format!(
+                    "point in time: environment '{}' keeps only its newest versions; states \
+                     before environment version {floor} were pruned by its retention limit",
+                    env.name
+                )),
+                e => self.env_gone(e, &r),
+            })?;
         let writers = self
             .writers(state.versions.iter().map(|v| v.writer))
             .await?;

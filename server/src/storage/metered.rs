@@ -143,6 +143,18 @@ impl<S: Storage> Storage for Metered<S> {
         )
         .await
     }
+    async fn set_retention(
+        &self,
+        env: EnvironmentId,
+        keep_versions: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<RetentionOutcome> {
+        self.timed(
+            "set_retention",
+            self.inner.set_retention(env, keep_versions, audit),
+        )
+        .await
+    }
     async fn epoch_links(&self, env: EnvironmentId) -> Result<Vec<EpochLinkRecord>> {
         self.timed("epoch_links", self.inner.epoch_links(env)).await
     }

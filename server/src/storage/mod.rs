@@ -128,6 +128,12 @@ pub enum StorageError {
         /// The environment's current key epoch.
         current: u32,
     },
+    /// A point-in-time read asked for a state older than the retention limit kept.
+    #[error("versions before environment version {floor} were pruned by the retention limit")]
+    Pruned {
+        /// The oldest environment version that can still be read.
+        floor: u64,
+    },
     /// Stored data failed validation on the way out (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -349,6 +355,20 @@ pub struct EnvironmentRecord {
     pub env_version: u64,
     /// Creation time.
     pub created_at_ms: i64,
+    /// Retention limit: each secret keeps its newest N versions (`None`: every version, the
+    /// default).
+    pub keep_versions: Option<u64>,
+    /// Oldest environment version whose state is complete (0: nothing was ever pruned).
+    pub history_floor: u64,
+}
+
+/// What setting a retention limit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Versions pruned at once to honour the new limit.
+    pub pruned: u64,
+    /// The environment's history floor afterwards (see [`EnvironmentRecord::history_floor`]).
+    pub history_floor: u64,
 }
 
 /// A new workspace with its creator's admin grant.
@@ -802,6 +822,10 @@ pub trait Storage: TeamStorage + Send + Sync + 'static {
     ) -> Result<Vec<SecretVersionRecord>>;
 
     /// The live secrets of an environment at a point in time.
+    ///
+    /// # Errors
+    /// [`StorageError::Pruned`] when the state asked for is older than the environment's
+    /// history floor (the retention limit pruned versions it needs): never a partial state.
     async fn environment_state(
         &self,
         env: EnvironmentId,
@@ -810,12 +834,23 @@ pub trait Storage: TeamStorage + Send + Sync + 'static {
 
     /// Appends a batch of versions atomically, checking `if_env_version`, each version against its
     /// head (see [`check_next_version`]) and the key epoch; bumps `env_version` once; appends the
-    /// audit entries.
+    /// audit entries; and, when the environment has a retention limit, prunes the versions
+    /// beyond it and raises the history floor, all in the same transaction.
     async fn write_secrets(
         &self,
         batch: SecretWriteBatch,
         audit: Vec<AuditDraft>,
     ) -> Result<WriteOutcome>;
+
+    /// Sets (`Some(n)`) or clears (`None`: keep everything) an environment's retention limit and
+    /// prunes at once what the new limit no longer keeps, with the audit entry, in one
+    /// transaction.
+    async fn set_retention(
+        &self,
+        env: EnvironmentId,
+        keep_versions: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<RetentionOutcome>;
 
     // ----- audit -----
 

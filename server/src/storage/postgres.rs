@@ -354,7 +354,45 @@ fn environment_row(r: &PgRow) -> Result<EnvironmentRecord> {
         key_epoch: epoch(r.try_get(5)?, "key epoch")?,
         env_version: to_u64(r.try_get(6)?, "env version")?,
         created_at_ms: r.try_get(7)?,
+        keep_versions: keep_versions(r.try_get(8)?)?,
+        history_floor: to_u64(r.try_get(9)?, "history floor")?,
     })
+}
+
+/// The stored retention limit (NULL: keep every version).
+fn keep_versions(v: Option<i64>) -> Result<Option<u64>> {
+    v.map(|n| to_u64(n, "retention limit")).transpose()
+}
+
+/// Prunes the versions of `env` that a limit of `keep` no longer keeps and raises the history
+/// floor to match, inside the caller's transaction (which holds the environment's row lock).
+/// Returns how many versions went.
+async fn prune_tx(tx: &mut Transaction<'static, Postgres>, env: &str, keep: u64) -> Result<u64> {
+    let keep = sat_i64(keep);
+    let floor: i64 = sqlx::query(SQL_PRUNE_FLOOR)
+        .bind(env)
+        .bind(keep)
+        .fetch_one(&mut **tx)
+        .await
+        .pg()?
+        .try_get(0)?;
+    if floor == 0 {
+        return Ok(0);
+    }
+    let pruned = sqlx::query(SQL_PRUNE)
+        .bind(env)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await
+        .pg()?
+        .rows_affected();
+    sqlx::query(SQL_RAISE_FLOOR)
+        .bind(env)
+        .bind(floor)
+        .execute(&mut **tx)
+        .await
+        .pg()?;
+    Ok(pruned)
 }
 
 // ---------- SQL ----------
@@ -363,7 +401,8 @@ fn environment_row(r: &PgRow) -> Result<EnvironmentRecord> {
 
 const SQL_RESOLVE: &str = "SELECT w.id, w.name, w.created_at, \
      p.id, p.name, p.wrapped_key, p.created_at, \
-     e.id, e.name, e.wrapped_key, e.key_epoch, e.env_version, e.created_at \
+     e.id, e.name, e.wrapped_key, e.key_epoch, e.env_version, e.created_at, \
+     e.keep_versions, e.history_floor \
      FROM workspaces w \
      LEFT JOIN projects p ON p.workspace_id = w.id AND p.name = $2 AND p.deleted_at IS NULL \
      LEFT JOIN environments e ON e.project_id = p.id AND e.name = $3 AND e.deleted_at IS NULL \
@@ -389,7 +428,7 @@ const SQL_PROJECTS: &str = "SELECT id, workspace_id, name, wrapped_key, created_
      WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY name";
 
 const SQL_ENVIRONMENTS: &str = "SELECT id, project_id, workspace_id, name, wrapped_key, \
-     key_epoch, env_version, created_at FROM environments \
+     key_epoch, env_version, created_at, keep_versions, history_floor FROM environments \
      WHERE project_id = $1 AND deleted_at IS NULL ORDER BY name";
 
 const SQL_EPOCH_LINKS: &str = "SELECT epoch, wrapped_key FROM environment_key_epochs \
@@ -399,8 +438,29 @@ const SQL_ENV_VERSION: &str =
     "SELECT env_version FROM environments WHERE id = $1 AND deleted_at IS NULL";
 
 /// Locks the environment row: every writer of one environment queues here.
-const SQL_ENV_FOR_WRITE: &str = "SELECT key_epoch, env_version FROM environments \
+const SQL_ENV_FOR_WRITE: &str = "SELECT key_epoch, env_version, keep_versions FROM environments \
      WHERE id = $1 AND deleted_at IS NULL FOR UPDATE";
+
+const SQL_ENV_VERSION_AND_FLOOR: &str =
+    "SELECT env_version, history_floor FROM environments WHERE id = $1 AND deleted_at IS NULL";
+
+/// The history floor a pruning raises: for every version about to be pruned, the environment
+/// version of the version that superseded it (before that, the pruned version was current, so
+/// states older than the maximum are incomplete).
+const SQL_PRUNE_FLOOR: &str = "SELECT COALESCE(MAX(n.env_version), 0) FROM secret_versions d \
+     JOIN secret_heads h ON h.environment_id = d.environment_id AND h.name_digest = d.name_digest \
+     JOIN secret_versions n ON n.environment_id = d.environment_id \
+       AND n.name_digest = d.name_digest AND n.version = d.version + 1 \
+     WHERE d.environment_id = $1 AND d.version <= h.version - $2";
+
+/// Deletes every version more than `$2` behind its secret's head (the trigger of
+/// migrations/postgres/0004_retention.sql allows exactly these).
+const SQL_PRUNE: &str = "DELETE FROM secret_versions v USING secret_heads h \
+     WHERE v.environment_id = $1 AND h.environment_id = $1 AND h.name_digest = v.name_digest \
+       AND v.version <= h.version - $2";
+
+const SQL_RAISE_FLOOR: &str =
+    "UPDATE environments SET history_floor = GREATEST(history_floor, $2) WHERE id = $1";
 
 const SQL_HEAD: &str =
     "SELECT version, hash FROM secret_heads WHERE environment_id = $1 AND name_digest = $2";
@@ -761,6 +821,8 @@ impl Storage for PgStorage {
                 key_epoch: epoch(r.try_get(10)?, "key epoch")?,
                 env_version: to_u64(r.try_get(11)?, "env version")?,
                 created_at_ms: r.try_get(12)?,
+                keep_versions: keep_versions(r.try_get(13)?)?,
+                history_floor: to_u64(r.try_get(14)?, "history floor")?,
             }),
             _ => None,
         };
@@ -1081,6 +1143,8 @@ impl Storage for PgStorage {
             key_epoch: 1,
             env_version: 0,
             created_at_ms: e.now_ms,
+            keep_versions: None,
+            history_floor: 0,
         })
     }
 
@@ -1105,6 +1169,49 @@ impl Storage for PgStorage {
         append_audit_tx(&mut tx, vec![audit]).await?;
         tx.commit().await.pg()?;
         Ok(())
+    }
+
+    async fn set_retention(
+        &self,
+        env: EnvironmentId,
+        keep_versions: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<RetentionOutcome> {
+        let mut tx = self.begin_write().await?;
+        let id = env.to_string();
+        // Locks the row like a write does, so no write runs under a limit half set.
+        let floor: Option<i64> = sqlx::query(
+            "UPDATE environments SET keep_versions = $2 WHERE id = $1 AND deleted_at IS NULL \
+             RETURNING history_floor",
+        )
+        .bind(&id)
+        .bind(keep_versions.map(sat_i64))
+        .fetch_optional(&mut *tx)
+        .await
+        .pg()?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        let Some(mut floor) = floor else {
+            return Err(StorageError::NotFound("environment"));
+        };
+        let pruned = match keep_versions {
+            Some(keep) => prune_tx(&mut tx, &id, keep).await?,
+            None => 0,
+        };
+        if pruned > 0 {
+            floor = sqlx::query("SELECT history_floor FROM environments WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await
+                .pg()?
+                .try_get(0)?;
+        }
+        append_audit_tx(&mut tx, vec![audit]).await?;
+        tx.commit().await.pg()?;
+        Ok(RetentionOutcome {
+            pruned,
+            history_floor: to_u64(floor, "history floor")?,
+        })
     }
 
     async fn epoch_links(&self, env: EnvironmentId) -> Result<Vec<EpochLinkRecord>> {
@@ -1179,13 +1286,16 @@ impl Storage for PgStorage {
         // One snapshot, so the versions and the env_version agree even while replicas write.
         let mut conn = self.begin_snapshot().await?;
         let id = env.to_string();
-        let current = match sqlx::query(SQL_ENV_VERSION)
+        let (current, floor) = match sqlx::query(SQL_ENV_VERSION_AND_FLOOR)
             .bind(&id)
             .fetch_optional(&mut *conn)
             .await
             .pg()?
         {
-            Some(r) => to_u64(r.try_get(0)?, "env version")?,
+            Some(r) => (
+                to_u64(r.try_get(0)?, "env version")?,
+                to_u64(r.try_get(1)?, "history floor")?,
+            ),
             None => return Err(StorageError::NotFound("environment")),
         };
         let (rows, env_version) = match at {
@@ -1226,6 +1336,13 @@ impl Storage for PgStorage {
             }
         };
         conn.commit().await.pg()?;
+        // Older than the floor, pruned versions are missing from the answer: refuse it rather
+        // than return a state that never existed. (By time, `env_version` is the newest
+        // surviving version at or before `t`; it is below the floor exactly when the true
+        // state at `t` is.)
+        if at != PointInTime::Now && env_version < floor {
+            return Err(StorageError::Pruned { floor });
+        }
         Ok(EnvironmentState {
             versions: rows.iter().map(version_row).collect::<Result<_>>()?,
             env_version,
@@ -1251,6 +1368,7 @@ impl Storage for PgStorage {
         };
         let key_epoch = epoch(row.try_get(0)?, "key epoch")?;
         let current = to_u64(row.try_get(1)?, "env version")?;
+        let keep = keep_versions(row.try_get(2)?)?;
         if let Some(expected) = batch.if_env_version {
             if expected != current {
                 return Err(StorageError::EnvironmentChanged { current });
@@ -1309,6 +1427,9 @@ impl Storage for PgStorage {
             .execute(&mut *tx)
             .await
             .pg()?;
+        if let Some(keep) = keep {
+            prune_tx(&mut tx, &env, keep).await?;
+        }
         append_audit_tx(&mut tx, audit).await?;
         // Delivered to every listening replica when (and only if) the transaction commits.
         sqlx::query("SELECT pg_notify($1, $2)")

@@ -297,7 +297,8 @@ macro_rules! resolve_cols {
         "w.id, w.name, w.created_at, \
          p.id, p.name, p.wrapped_key, p.created_at, \
          e.id, e.name, e.wrapped_key, e.key_epoch, e.env_version, e.created_at, \
-         g.gid, g.scope_kind, g.project_id, g.environment_id, g.role, g.key_epoch, g.wrapped_key"
+         g.gid, g.scope_kind, g.project_id, g.environment_id, g.role, g.key_epoch, g.wrapped_key, \
+         e.keep_versions, e.history_floor"
     };
 }
 
@@ -339,7 +340,7 @@ const SQL_PROJECTS: &str = "SELECT id, workspace_id, name, wrapped_key, created_
      WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY name";
 
 const SQL_ENVIRONMENTS: &str = "SELECT id, project_id, workspace_id, name, wrapped_key, \
-     key_epoch, env_version, created_at FROM environments \
+     key_epoch, env_version, created_at, keep_versions, history_floor FROM environments \
      WHERE project_id = $1 AND deleted_at IS NULL ORDER BY name";
 
 const SQL_EPOCH_LINKS: &str = "SELECT epoch, wrapped_key FROM environment_key_epochs \
@@ -348,8 +349,29 @@ const SQL_EPOCH_LINKS: &str = "SELECT epoch, wrapped_key FROM environment_key_ep
 const SQL_ENV_VERSION: &str =
     "SELECT env_version FROM environments WHERE id = $1 AND deleted_at IS NULL";
 
-const SQL_ENV_FOR_WRITE: &str =
-    "SELECT key_epoch, env_version FROM environments WHERE id = $1 AND deleted_at IS NULL";
+const SQL_ENV_FOR_WRITE: &str = "SELECT key_epoch, env_version, keep_versions FROM environments \
+     WHERE id = $1 AND deleted_at IS NULL";
+
+const SQL_ENV_VERSION_AND_FLOOR: &str =
+    "SELECT env_version, history_floor FROM environments WHERE id = $1 AND deleted_at IS NULL";
+
+/// The history floor a pruning raises: for every version about to be pruned, the environment
+/// version of the version that superseded it (before that, the pruned version was current, so
+/// states older than the maximum are incomplete).
+const SQL_PRUNE_FLOOR: &str = "SELECT COALESCE(MAX(n.env_version), 0) FROM secret_versions d \
+     JOIN secret_heads h ON h.environment_id = d.environment_id AND h.name_digest = d.name_digest \
+     JOIN secret_versions n ON n.environment_id = d.environment_id \
+       AND n.name_digest = d.name_digest AND n.version = d.version + 1 \
+     WHERE d.environment_id = $1 AND d.version <= h.version - $2";
+
+/// Deletes every version more than `$2` behind its secret's head (the trigger of
+/// migrations/sqlite/0003_retention.sql allows exactly these).
+const SQL_PRUNE: &str = "DELETE FROM secret_versions WHERE environment_id = $1 AND version <= \
+     (SELECT h.version FROM secret_heads h WHERE h.environment_id = $1 \
+       AND h.name_digest = secret_versions.name_digest) - $2";
+
+const SQL_RAISE_FLOOR: &str =
+    "UPDATE environments SET history_floor = MAX(history_floor, $2) WHERE id = $1";
 
 const SQL_SECRET_HEAD: &str = concat!(
     "SELECT ",
@@ -408,7 +430,7 @@ const SQL_READ_VERSION: &str = concat!(
 
 // The caller's resolution and the secret it asks for, in one statement: `GetSecret` is the
 // hottest call, and every statement is a round trip to SQLite's worker thread. The secret
-// columns follow the twenty of `resolve_cols!` and are repeated on each grant row; the handler
+// columns follow the twenty-two of `resolve_cols!` and are repeated on each grant row; the handler
 // still authorizes before it returns anything (the row is read, never shown, when refused).
 // Principals and users are aliased `wp`/`wu` here because `p` is the project.
 macro_rules! fused_read_cols {
@@ -460,7 +482,7 @@ const SQL_RESOLVE_READ_VERSION: &str = concat!(
 );
 
 /// Columns of `resolve_cols!`: the secret read of a fused statement starts here.
-const RESOLVE_COLS: usize = 20;
+const RESOLVE_COLS: usize = 22;
 
 const SQL_SECRET_HISTORY: &str = concat!(
     "SELECT ",
@@ -531,7 +553,41 @@ fn environment_row(r: &SqliteRow) -> Result<EnvironmentRecord> {
         key_epoch: to_u32(r.try_get(5)?, "key epoch")?,
         env_version: to_u64(r.try_get(6)?, "env version")?,
         created_at_ms: r.try_get(7)?,
+        keep_versions: keep_versions(r.try_get(8)?)?,
+        history_floor: to_u64(r.try_get(9)?, "history floor")?,
     })
+}
+
+/// The stored retention limit (NULL: keep every version).
+fn keep_versions(v: Option<i64>) -> Result<Option<u64>> {
+    v.map(|n| to_u64(n, "retention limit")).transpose()
+}
+
+/// Prunes the versions of `env` that a limit of `keep` no longer keeps and raises the history
+/// floor to match, inside the caller's transaction. Returns how many versions went.
+async fn prune_tx(tx: &mut Transaction<'static, Sqlite>, env: &str, keep: u64) -> Result<u64> {
+    let keep = sat_i64(keep);
+    let floor: i64 = sqlx::query(SQL_PRUNE_FLOOR)
+        .bind(env)
+        .bind(keep)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    if floor == 0 {
+        return Ok(0);
+    }
+    let pruned = sqlx::query(SQL_PRUNE)
+        .bind(env)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    sqlx::query(SQL_RAISE_FLOOR)
+        .bind(env)
+        .bind(floor)
+        .execute(&mut **tx)
+        .await?;
+    Ok(pruned)
 }
 
 /// Secrets per statement when a batch reads heads and inserts versions (12 parameters a row).
@@ -635,6 +691,8 @@ fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
             key_epoch: to_u32(r.try_get(10)?, "key epoch")?,
             env_version: to_u64(r.try_get(11)?, "env version")?,
             created_at_ms: r.try_get(12)?,
+            keep_versions: keep_versions(r.try_get(20)?)?,
+            history_floor: to_u64(r.try_get(21)?, "history floor")?,
         }),
         _ => None,
     };
@@ -1153,6 +1211,8 @@ impl Storage for SqliteStorage {
             key_epoch: 1,
             env_version: 0,
             created_at_ms: e.now_ms,
+            keep_versions: None,
+            history_floor: 0,
         })
     }
 
@@ -1176,6 +1236,41 @@ impl Storage for SqliteStorage {
         append_audit_tx(&mut tx, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_retention(
+        &self,
+        env: EnvironmentId,
+        keep_versions: Option<u64>,
+        audit: AuditDraft,
+    ) -> Result<RetentionOutcome> {
+        let mut tx = self.begin_write().await?;
+        let id = env.to_string();
+        let done = sqlx::query(
+            "UPDATE environments SET keep_versions = $2 WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(&id)
+        .bind(keep_versions.map(sat_i64))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StorageError::NotFound("environment"));
+        }
+        let pruned = match keep_versions {
+            Some(keep) => prune_tx(&mut tx, &id, keep).await?,
+            None => 0,
+        };
+        let floor: i64 = sqlx::query("SELECT history_floor FROM environments WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        append_audit_tx(&mut tx, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(RetentionOutcome {
+            pruned,
+            history_floor: to_u64(floor, "history floor")?,
+        })
     }
 
     async fn epoch_links(&self, env: EnvironmentId) -> Result<Vec<EpochLinkRecord>> {
@@ -1282,12 +1377,15 @@ impl Storage for SqliteStorage {
         // One read transaction, so the versions and the env_version come from the same snapshot.
         let mut conn = self.reader.begin().await?;
         let id = env.to_string();
-        let current = match sqlx::query(SQL_ENV_VERSION)
+        let (current, floor) = match sqlx::query(SQL_ENV_VERSION_AND_FLOOR)
             .bind(&id)
             .fetch_optional(&mut *conn)
             .await?
         {
-            Some(r) => to_u64(r.try_get(0)?, "env version")?,
+            Some(r) => (
+                to_u64(r.try_get(0)?, "env version")?,
+                to_u64(r.try_get(1)?, "history floor")?,
+            ),
             None => return Err(StorageError::NotFound("environment")),
         };
         let (rows, env_version) = match at {
@@ -1324,6 +1422,13 @@ impl Storage for SqliteStorage {
             }
         };
         conn.commit().await?;
+        // Older than the floor, pruned versions are missing from the answer: refuse it rather
+        // than return a state that never existed. (By time, `env_version` is the newest
+        // surviving version at or before `t`; it is below the floor exactly when the true
+        // state at `t` is.)
+        if at != PointInTime::Now && env_version < floor {
+            return Err(StorageError::Pruned { floor });
+        }
         Ok(EnvironmentState {
             versions: rows.iter().map(version_row).collect::<Result<_>>()?,
             env_version,
@@ -1346,6 +1451,7 @@ impl Storage for SqliteStorage {
         };
         let key_epoch = to_u32(row.try_get(0)?, "key epoch")?;
         let current = to_u64(row.try_get(1)?, "env version")?;
+        let keep = keep_versions(row.try_get(2)?)?;
         if let Some(expected) = batch.if_env_version {
             if expected != current {
                 return Err(StorageError::EnvironmentChanged { current });
@@ -1434,6 +1540,9 @@ impl Storage for SqliteStorage {
             .bind(sat_i64(env_version))
             .execute(&mut *tx)
             .await?;
+        if let Some(keep) = keep {
+            prune_tx(&mut tx, &env, keep).await?;
+        }
         append_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(WriteOutcome {

@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn Storage) {
     grants_and_resolution(store).await;
     secret_writes_and_conflicts(store).await;
     point_in_time_reads(store).await;
+    retention_prunes_in_the_write(store).await;
     environments_are_isolated(store).await;
     audit_chains(store).await;
     deletes_hide_children(store).await;
@@ -860,6 +861,143 @@ async fn point_in_time_reads(store: &dyn Storage) {
             .environment_state(EnvironmentId::from_bytes([0xEE; 16]), PointInTime::Now)
             .await,
         Err(StorageError::NotFound("environment"))
+    ));
+}
+
+/// Issue #5: a per-environment retention limit prunes the oldest versions of each secret in the
+/// same transaction as the write (or as the limit), raises the history floor so that
+/// point-in-time reads of pruned states fail instead of answering wrong, and never touches the
+/// audit trail.
+async fn retention_prunes_in_the_write(store: &dyn Storage) {
+    let f = Fixture::named(store, 41, "retention-ws").await;
+    let chain = AuditChain::Workspace(f.workspace);
+    let audit_head = || async {
+        store
+            .list_audit(
+                chain,
+                &AuditQuery {
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("audit")
+            .head_seq
+    };
+    let history = |d: u8| async move {
+        store
+            .secret_history(f.environment, &digest(d))
+            .await
+            .expect("history")
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>()
+    };
+    let retention = |keep: Option<u64>| {
+        store.set_retention(
+            f.environment,
+            keep,
+            draft(chain, "environment.retention", Some(f.who.principal)),
+        )
+    };
+    // env_version 1..3: a1, a2, a3 (T0+100, +200, +300); 4: b1 (T0+400).
+    let mut prev = ZERO_HASH;
+    for v in 1..=3u64 {
+        f.write(
+            store,
+            vec![f.version(1, v, prev, false)],
+            None,
+            T0 + 100 * v as i64,
+        )
+        .await
+        .expect("write a");
+        prev = f.version(1, v, prev, false).hash;
+    }
+    f.write(
+        store,
+        vec![f.version(2, 1, ZERO_HASH, false)],
+        None,
+        T0 + 400,
+    )
+    .await
+    .expect("write b");
+    // By default nothing is pruned.
+    assert_eq!(history(1).await, vec![1, 2, 3]);
+    let env = store.environments(f.project).await.expect("list");
+    assert_eq!((env[0].keep_versions, env[0].history_floor), (None, 0));
+
+    let before = audit_head().await;
+    let out = retention(Some(2)).await.expect("set retention");
+    assert_eq!(
+        out,
+        RetentionOutcome {
+            pruned: 1,
+            history_floor: 2
+        }
+    );
+    assert_eq!(audit_head().await, before + 1, "the change is audited");
+    assert_eq!(history(1).await, vec![2, 3]);
+    assert_eq!(history(2).await, vec![1]);
+    let env = store.environments(f.project).await.expect("list");
+    assert_eq!((env[0].keep_versions, env[0].history_floor), (Some(2), 2));
+    // States before the floor are refused, by version and by time; later ones are exact.
+    for at in [PointInTime::AtEnvVersion(1), PointInTime::AtMs(T0 + 150)] {
+        assert!(
+            matches!(
+                store.environment_state(f.environment, at).await,
+                Err(StorageError::Pruned { floor: 2 })
+            ),
+            "{at:?}"
+        );
+    }
+    let s = store
+        .environment_state(f.environment, PointInTime::AtEnvVersion(2))
+        .await
+        .expect("state at the floor");
+    assert_eq!(
+        s.versions
+            .iter()
+            .map(|v| (v.name_digest.as_bytes()[0], v.version))
+            .collect::<Vec<_>>(),
+        vec![(1, 2)]
+    );
+
+    // The next write of `a` prunes a2 in its own transaction; the floor follows.
+    let out = f
+        .write(store, vec![f.version(1, 4, prev, false)], None, T0 + 500)
+        .await
+        .expect("write a4");
+    assert_eq!(out.env_version, 5);
+    prev = f.version(1, 4, prev, false).hash;
+    assert_eq!(history(1).await, vec![3, 4]);
+    assert!(matches!(
+        store
+            .environment_state(f.environment, PointInTime::AtEnvVersion(2))
+            .await,
+        Err(StorageError::Pruned { floor: 3 })
+    ));
+    // Pruning never touches the audit trail: every write is still there.
+    assert_eq!(audit_head().await, before + 2);
+
+    // Clearing the limit keeps everything again.
+    let out = retention(None).await.expect("clear retention");
+    assert_eq!(out.pruned, 0);
+    f.write(store, vec![f.version(1, 5, prev, false)], None, T0 + 600)
+        .await
+        .expect("write a5");
+    assert_eq!(history(1).await, vec![3, 4, 5]);
+    let env = store.environments(f.project).await.expect("list");
+    assert_eq!((env[0].keep_versions, env[0].history_floor), (None, 3));
+
+    assert!(matches!(
+        store
+            .set_retention(
+                EnvironmentId::from_bytes([0xEE; 16]),
+                Some(1),
+                draft(chain, "environment.retention", None)
+            )
+            .await,
+        Err(StorageError::NotFound(_))
     ));
 }
 

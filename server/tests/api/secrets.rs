@@ -421,10 +421,20 @@ async fn history_tombstones_and_points_in_time() {
         at(&u.fetch(&env, t1, 0).await.expect("at t1")),
         (1, vec![(1, 1), (1, 1)])
     );
+    // A state that never existed is NOT_FOUND (issue #5), with a prefix clients recognise.
     assert_status(
         u.fetch(&env, 0, 9).await,
-        Code::InvalidArgument,
-        "environment 'prod' is at version 3; version 9 does not exist yet",
+        Code::NotFound,
+        "point in time: environment 'prod' is at version 3; version 9 does not exist yet",
+    );
+    let before = u.fetch(&env, 1, 0).await.expect_err("before creation");
+    assert_eq!(before.code(), Code::NotFound);
+    assert!(
+        before
+            .message()
+            .starts_with("point in time: environment 'prod' did not exist yet"),
+        "{}",
+        before.message()
     );
     assert_status(
         u.fetch(&env, t1, 1).await,
