@@ -270,8 +270,14 @@ pub struct SecretSetArgs {
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Write only if the secret is still at this version (0: only if it does not exist)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "if_env_version")]
     pub if_version: Option<u64>,
+    /// More KEY=VALUE pairs: `zopp secret set A=1 B=2` sets several secrets in one write
+    #[arg(value_name = "KEY=VALUE", conflicts_with = "file")]
+    pub more: Vec<OsString>,
+    /// Write only if the environment is still at this version (all keys or none)
+    #[arg(long, value_name = "N")]
+    pub if_env_version: Option<u64>,
 }
 
 /// `zopp secret list`.

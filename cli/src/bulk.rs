@@ -77,6 +77,35 @@ impl Client {
         dry_run: bool,
         progress: &(dyn Fn(ImportProgress) + Sync),
     ) -> Result<ImportOutcome> {
+        self.write_entries(env, entries, dry_run, None, progress)
+            .await
+    }
+
+    /// Sets `entries` in `env` atomically, only if the environment is still at version
+    /// `if_env_version` (`zopp secret set A=1 B=2 --if-env-version N`); otherwise as
+    /// [`Client::import_secrets`].
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] naming the current environment version when another write came
+    /// first; otherwise as [`Client::import_secrets`].
+    pub async fn set_secrets(
+        &self,
+        env: &EnvRef,
+        entries: &[Entry],
+        if_env_version: Option<u64>,
+    ) -> Result<ImportOutcome> {
+        self.write_entries(env, entries, false, if_env_version, &|_| {})
+            .await
+    }
+
+    async fn write_entries(
+        &self,
+        env: &EnvRef,
+        entries: &[Entry],
+        dry_run: bool,
+        if_env_version: Option<u64>,
+        progress: &(dyn Fn(ImportProgress) + Sync),
+    ) -> Result<ImportOutcome> {
         for e in entries {
             check_name(NameKind::Secret, &e.name)?;
             check_value_len(e.value.len())?;
@@ -93,6 +122,17 @@ impl Client {
         for attempt in 0..WRITE_ATTEMPTS {
             let fetched = self.fetch_verified(env).await?;
             let state = &fetched.state;
+            // Checked on every attempt: after a lost race the refetched version differs, so
+            // a conditioned write fails instead of silently retrying over the other writer.
+            if let Some(want) = if_env_version {
+                if state.env_version != want {
+                    return Err(Error::Conflict(format!(
+                        "{env} is at environment version {}, not {want}: someone wrote first; \
+                         nothing was written",
+                        state.env_version
+                    )));
+                }
+            }
             if last_env_version == Some(state.env_version) {
                 // The write was refused although nobody else wrote: some added name has a
                 // deleted history, which the fetch of live secrets does not show.

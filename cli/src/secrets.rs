@@ -644,30 +644,42 @@ impl Client {
                 },
             })
         };
-        let lookup = self
-            .by_name(
-                env,
-                name,
-                version,
-                self.get_secret_call(env, version.unwrap_or(0), false),
-            )
-            .await?;
+        // Pins seen before the retry's request: see `fetch_verified_at`.
+        let mut snapshot: Option<crate::pins::Seen> = None;
+        let (lookup, writer) = loop {
+            let lookup = self
+                .by_name(
+                    env,
+                    name,
+                    version,
+                    self.get_secret_call(env, version.unwrap_or(0), false),
+                )
+                .await?;
+            let resp = lookup.response.as_ref().ok_or_else(not_found)?;
+            let (_, writer) = self.verify_single(&lookup, resp, name, version)?;
+            let v = resp.secret.as_ref().expect("checked by verify_single");
+            if version.is_none() {
+                // The latest version must not be older than one this client has seen.
+                let pins = self.pins(lookup.chain.environment());
+                let mut seen = pins.load();
+                // Only this secret's own version can be compared: the environment's version
+                // moves with every other secret's writes too.
+                let against = snapshot.as_ref().unwrap_or(&seen);
+                if let Some(r) = against.check(u64::MAX, [(&lookup.digest, v.version)]) {
+                    if snapshot.is_none() {
+                        snapshot = Some(seen);
+                        continue;
+                    }
+                    return Err(rolled_back(env, r, |_| Some(name.to_owned())));
+                }
+                if seen.raise(v.env_version, [(&lookup.digest, v.version)]) {
+                    pins.store(&seen);
+                }
+            }
+            break (lookup, writer);
+        };
         let resp = lookup.response.as_ref().ok_or_else(not_found)?;
-        let (_, writer) = self.verify_single(&lookup, resp, name, version)?;
         let v = resp.secret.as_ref().expect("checked by verify_single");
-        if version.is_none() {
-            // The latest version must not be older than one this client has seen.
-            let pins = self.pins(lookup.chain.environment());
-            let mut seen = pins.load();
-            // Only this secret's own version can be compared: the environment's version moves
-            // with every other secret's writes too.
-            if let Some(r) = seen.check(u64::MAX, [(&lookup.digest, v.version)]) {
-                return Err(rolled_back(env, r, |_| Some(name.to_owned())));
-            }
-            if seen.raise(v.env_version, [(&lookup.digest, v.version)]) {
-                pins.store(&seen);
-            }
-        }
         if v.deleted {
             return Err(not_found());
         }
@@ -1014,6 +1026,25 @@ impl Client {
         env: &EnvRef,
         at: At,
     ) -> Result<FetchedEnvironment> {
+        match self.fetch_verified_once(env, at, None).await? {
+            Fetch::Done(f) => Ok(f),
+            // Another zopp process of this identity may have pinned a newer state while this
+            // request was in flight, so an older answer is not yet proof of a rollback. Ask
+            // again, judged by the pins as they were before asking: a server that really went
+            // back answers the same and is refused.
+            Fetch::Raced(before) => match self.fetch_verified_once(env, at, Some(before)).await? {
+                Fetch::Done(f) => Ok(f),
+                Fetch::Raced(_) => unreachable!("a retry with a snapshot never races"),
+            },
+        }
+    }
+
+    async fn fetch_verified_once(
+        &self,
+        env: &EnvRef,
+        at: At,
+        snapshot: Option<crate::pins::Seen>,
+    ) -> Result<Fetch> {
         let (at_ms, at_env_version) = match at {
             At::Now => (0, 0),
             // 0 means "now" on the wire; the first millisecond is as empty as the epoch.
@@ -1120,7 +1151,11 @@ impl Client {
             let pins = self.pins(env_id);
             let mut seen = pins.load();
             let current = || heads.values().map(|h| (&h.digest, h.version));
-            if let Some(r) = seen.check(resp.env_version, current()) {
+            let against = snapshot.as_ref().unwrap_or(&seen);
+            if let Some(r) = against.check(resp.env_version, current()) {
+                if snapshot.is_none() {
+                    return Ok(Fetch::Raced(seen));
+                }
                 return Err(rolled_back(env, r, |d| {
                     heads
                         .iter()
@@ -1132,7 +1167,7 @@ impl Client {
                 pins.store(&seen);
             }
         }
-        Ok(FetchedEnvironment {
+        Ok(Fetch::Done(FetchedEnvironment {
             state: DecryptedEnvironment {
                 environment: env_id,
                 env_version: resp.env_version,
@@ -1141,8 +1176,16 @@ impl Client {
             },
             chain,
             heads,
-        })
+        }))
     }
+}
+
+/// One attempt of [`Client::fetch_verified_at`].
+enum Fetch {
+    /// The verified environment.
+    Done(FetchedEnvironment),
+    /// Older than the pins read after the answer came; the pins as read then.
+    Raced(crate::pins::Seen),
 }
 
 /// A unix-ms time as RFC 3339 in UTC with milliseconds (`2026-11-20T10:00:00.000Z`).

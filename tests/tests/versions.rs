@@ -17,6 +17,7 @@ on_both_backends!(
     diff_compares_environments_and_points_in_time,
     retention_prunes_old_versions_and_refuses_pruned_reads,
     concurrent_writers_lose_no_update,
+    several_keys_at_once_conditioned_on_the_environment,
 );
 
 const ENV: [&str; 6] = ["-w", "acme", "-p", "api", "-e", "dev"];
@@ -759,4 +760,81 @@ fn tamper_environment_rolled_back_behind_a_client_is_caught() {
         .zopp(&["join", &code, "fresh@example.com"])
         .assert_success();
     assert_eq!(get(&fresh, "K", &[]), "first\n");
+}
+
+/// `zopp secret set A=1 B=2 --if-env-version N`: all keys in one write, or none when someone
+/// wrote first; racing conditioned writers on the same base: exactly one wins.
+fn several_keys_at_once_conditioned_on_the_environment(backend: Backend) {
+    let (_server, alice) = start(backend);
+    let base = set(&alice, "K0", "zero");
+    let base_text = base.to_string();
+    let out = alice.zopp(&with_env(&[
+        "secret",
+        "set",
+        "A=1",
+        "B=two=2",
+        "--if-env-version",
+        &base_text,
+        "--output",
+        "json",
+    ]));
+    let json = out.assert_success().json();
+    assert_eq!(json["added"], serde_json::json!(["A", "B"]));
+    let after = json["env_version"].as_u64().expect("env_version");
+    assert!(after > base, "the write moved the environment on");
+    let got = alice.zopp(&with_env(&["secret", "get", "B"]));
+    assert_eq!(got.assert_success().stdout(), "two=2\n");
+
+    // The same base again is stale: exit 6 naming the current version, and nothing lands.
+    alice
+        .zopp(&with_env(&[
+            "secret",
+            "set",
+            "A=9",
+            "C=3",
+            "--if-env-version",
+            &base_text,
+        ]))
+        .assert_exit_code(6)
+        .assert_stderr_contains(&format!("is at environment version {after}, not {base}"));
+    let a = alice.zopp(&with_env(&["secret", "get", "A"]));
+    assert_eq!(a.assert_success().stdout(), "1\n");
+    alice
+        .zopp(&with_env(&["secret", "get", "C"]))
+        .assert_exit_code(3);
+
+    // Mixed forms are refused before any call.
+    alice
+        .zopp(&with_env(&["secret", "set", "A=1", "NOT_A_PAIR"]))
+        .assert_exit_code(2)
+        .assert_stderr_contains("is not KEY=VALUE");
+
+    // Four writers race on the same base: one wins, three get exit 6, none is lost silently.
+    let current = after.to_string();
+    let results: Vec<(i32, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let alice = &alice;
+                let current = &current;
+                s.spawn(move || {
+                    let pair = format!("RACE=writer-{i}");
+                    let out = alice.zopp(&with_env(&[
+                        "secret",
+                        "set",
+                        &pair,
+                        "--if-env-version",
+                        current,
+                    ]));
+                    (out.code(), out.stderr())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect()
+    });
+    let codes: Vec<i32> = results.iter().map(|(c, _)| *c).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{results:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 6).count(), 3, "{results:?}");
 }

@@ -1,6 +1,6 @@
 //! `zopp secret set|get|list|delete|history|rollback`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use zopp_cli::validate::{check_name, check_value_len, NameKind, MAX_VALUE_LEN};
 use zopp_cli::{Error, Missing, SecretRecord};
 use zopp_crypto::envelope::SecretKind;
+use zopp_formats::Entry;
 
 use crate::args::{SecretCommand, SecretSetArgs};
 use crate::context::Context;
@@ -200,6 +201,9 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
 }
 
 async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError> {
+    if a.name.contains('=') || a.if_env_version.is_some() {
+        return set_many(ctx, out, a).await;
+    }
     check_name(NameKind::Secret, &a.name)?;
     let env = ctx.env_ref()?;
     // The value is read (and its size checked) before any prompt for a passphrase or call.
@@ -221,6 +225,87 @@ async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError
         done.name, done.version
     ));
     Ok(())
+}
+
+/// `zopp secret set A=1 B=2 [--if-env-version N]`: several secrets in one conditioned write.
+/// `KEY VALUE` with `--if-env-version` is the one-pair case.
+async fn set_many(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    if a.name.contains('=') {
+        let pairs = std::iter::once(OsString::from(&a.name))
+            .chain(a.value.iter().cloned())
+            .chain(a.more.iter().cloned());
+        for pair in pairs {
+            let text = pair.into_string().map_err(|_| {
+                Error::InvalidInput("a KEY=VALUE argument is not valid UTF-8".into())
+            })?;
+            let Some((name, value)) = text.split_once('=') else {
+                return Err(Error::InvalidInput(format!(
+                    "'{}' is not KEY=VALUE: with several secrets every argument is KEY=VALUE",
+                    text.escape_debug()
+                ))
+                .into());
+            };
+            check_name(NameKind::Secret, name)?;
+            check_value_len(value.len())?;
+            if entries.iter().any(|e| e.name == name) {
+                return Err(Error::InvalidInput(format!("'{name}' is given twice")).into());
+            }
+            entries.push(Entry::new(name, value));
+        }
+    } else {
+        check_name(NameKind::Secret, &a.name)?;
+        if !a.more.is_empty() {
+            return Err(Error::InvalidInput(
+                "give either KEY VALUE or KEY=VALUE pairs, not both".into(),
+            )
+            .into());
+        }
+        let value = read_value(a, ctx.interactive)?;
+        let value = Zeroizing::new(String::from_utf8(value.to_vec()).map_err(|_| {
+            Error::InvalidInput(
+                "with --if-env-version the value must be UTF-8 text; set binary values without it"
+                    .into(),
+            )
+        })?);
+        entries.push(Entry::new(a.name.clone(), value));
+    }
+    let env = ctx.env_ref()?;
+    let outcome = ctx
+        .client()
+        .await?
+        .set_secrets(&env, &entries, a.if_env_version)
+        .await?;
+    if out.is_json() {
+        return out.json(&SecretSetManyJson {
+            added: &outcome.added,
+            changed: &outcome.changed,
+            unchanged: &outcome.unchanged,
+            env_version: outcome.env_version,
+        });
+    }
+    out.note(&format!(
+        "set {} secrets in {env}: {} added, {} changed, {} unchanged{}",
+        entries.len(),
+        outcome.added.len(),
+        outcome.changed.len(),
+        outcome.unchanged.len(),
+        outcome
+            .env_version
+            .map(|v| format!(" (environment version {v})"))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// JSON of `secret set` with several secrets.
+#[derive(Debug, serde::Serialize)]
+struct SecretSetManyJson<'a> {
+    added: &'a [String],
+    changed: &'a [String],
+    unchanged: &'a [String],
+    /// The environment version after the write (absent when nothing changed).
+    env_version: Option<u64>,
 }
 
 /// The value as UTF-8 for JSON output.
@@ -286,6 +371,8 @@ mod tests {
             value: value.map(Into::into),
             file: file.map(Into::into),
             if_version: None,
+            more: Vec::new(),
+            if_env_version: None,
         }
     }
 
