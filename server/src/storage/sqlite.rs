@@ -388,6 +388,8 @@ const SQL_SECRET_VERSION: &str = concat!(
      AND v.version = $3"
 );
 
+// Principals and users are aliased `wp`/`wu` so the same lists serve the fused reads below,
+// where `p` is the project.
 macro_rules! read_cols {
     () => {
         concat!(
@@ -395,8 +397,9 @@ macro_rules! read_cols {
             ", pv.environment_id, pv.name_digest, pv.version, pv.env_version, pv.key_epoch, \
              pv.envelope, pv.deleted, pv.writer_id, pv.signature, pv.prev_hash, pv.hash, \
              pv.created_at, \
-             p.id, p.user_id, p.workspace_id, u.email, p.name, p.signing_key, p.agreement_key, \
-             p.admitted_by, p.admission_signature, p.created_at, p.revoked_at, p.expires_at"
+             wp.id, wp.user_id, wp.workspace_id, wu.email, wp.name, wp.signing_key, \
+             wp.agreement_key, wp.admitted_by, wp.admission_signature, wp.created_at, \
+             wp.revoked_at, wp.expires_at"
         )
     };
 }
@@ -405,8 +408,8 @@ macro_rules! read_joins {
     () => {
         " LEFT JOIN secret_versions pv ON pv.environment_id = v.environment_id \
          AND pv.name_digest = v.name_digest AND pv.version = v.version - 1 \
-         LEFT JOIN principals p ON p.id = v.writer_id \
-         LEFT JOIN users u ON u.id = p.user_id"
+         LEFT JOIN principals wp ON wp.id = v.writer_id \
+         LEFT JOIN users wu ON wu.id = wp.user_id"
     };
 }
 
@@ -432,40 +435,16 @@ const SQL_READ_VERSION: &str = concat!(
 // hottest call, and every statement is a round trip to SQLite's worker thread. The secret
 // columns follow the twenty-two of `resolve_cols!` and are repeated on each grant row; the handler
 // still authorizes before it returns anything (the row is read, never shown, when refused).
-// Principals and users are aliased `wp`/`wu` here because `p` is the project.
-macro_rules! fused_read_cols {
-    () => {
-        concat!(
-            version_cols!(),
-            ", pv.environment_id, pv.name_digest, pv.version, pv.env_version, pv.key_epoch, \
-             pv.envelope, pv.deleted, pv.writer_id, pv.signature, pv.prev_hash, pv.hash, \
-             pv.created_at, \
-             wp.id, wp.user_id, wp.workspace_id, wu.email, wp.name, wp.signing_key, \
-             wp.agreement_key, wp.admitted_by, wp.admission_signature, wp.created_at, \
-             wp.revoked_at, wp.expires_at"
-        )
-    };
-}
-
-macro_rules! fused_read_joins {
-    () => {
-        " LEFT JOIN secret_versions pv ON pv.environment_id = v.environment_id \
-         AND pv.name_digest = v.name_digest AND pv.version = v.version - 1 \
-         LEFT JOIN principals wp ON wp.id = v.writer_id \
-         LEFT JOIN users wu ON wu.id = wp.user_id"
-    };
-}
-
 const SQL_RESOLVE_READ_HEAD: &str = concat!(
     "SELECT ",
     resolve_cols!(),
     ", ",
-    fused_read_cols!(),
+    read_cols!(),
     resolve_from!(),
     " LEFT JOIN secret_heads h ON h.environment_id = e.id AND h.name_digest = $6 \
      LEFT JOIN secret_versions v ON v.environment_id = h.environment_id \
      AND v.name_digest = h.name_digest AND v.version = h.version",
-    fused_read_joins!(),
+    read_joins!(),
     " WHERE w.name = $1 AND w.deleted_at IS NULL"
 );
 
@@ -473,11 +452,11 @@ const SQL_RESOLVE_READ_VERSION: &str = concat!(
     "SELECT ",
     resolve_cols!(),
     ", ",
-    fused_read_cols!(),
+    read_cols!(),
     resolve_from!(),
     " LEFT JOIN secret_versions v ON v.environment_id = e.id AND v.name_digest = $6 \
      AND v.version = $7",
-    fused_read_joins!(),
+    read_joins!(),
     " WHERE w.name = $1 AND w.deleted_at IS NULL"
 );
 
@@ -741,7 +720,7 @@ fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
     })
 }
 
-/// Decodes a secret read (`read_cols!` or `fused_read_cols!`) starting at column `at`: `None`
+/// Decodes a secret read (`read_cols!`) starting at column `at`: `None`
 /// when the outer join found no version.
 fn secret_read_at(r: &SqliteRow, at: usize) -> Result<Option<SecretRead>> {
     if r.try_get::<Option<String>, _>(at)?.is_none() {
