@@ -64,6 +64,25 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Path of a workspace binary; panics with a clear hint when it was not built.
+/// Sends `signal` to process `pid` by system call. Never shell out to `kill(1)` for this:
+/// procps-ng 4.0's `kill -KILL -12345` signals pid -1, i.e. every process on the machine.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(nix_pid(pid)?, signal)
+}
+
+/// Sends `signal` to every process in the process group led by `pgid`.
+pub fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::signal::killpg(nix_pid(pgid)?, signal)
+}
+
+/// A positive pid: 0 and negative values address groups or every process, never one child.
+fn nix_pid(pid: u32) -> nix::Result<nix::unistd::Pid> {
+    match i32::try_from(pid) {
+        Ok(p) if p > 1 => Ok(nix::unistd::Pid::from_raw(p)),
+        _ => Err(nix::errno::Errno::EINVAL),
+    }
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -331,8 +350,7 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
         self.child.wait().expect("wait for zopp-server")
     }
 }

@@ -329,9 +329,7 @@ fn zopp_run_watch_on_one_replica_restarts_on_a_write_through_the_other() {
     struct Cleanup(u32);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.0)])
-                .status();
+            let _ = zopp_tests::signal_group(self.0, nix::sys::signal::Signal::SIGKILL);
         }
     }
     let _cleanup = Cleanup(pgid);

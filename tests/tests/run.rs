@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use zopp_tests::{bin, file_contains, on_both_backends, Backend, TestOutput, TestServer, TestUser};
 
 on_both_backends!(
@@ -92,12 +93,8 @@ impl Spawned {
         panic!("no line {want:?} within {within:?}; last lines: {tail:?}");
     }
 
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+    fn signal(&self, sig: Signal) {
+        zopp_tests::signal(self.child.id(), sig).expect("signal zopp");
     }
 
     /// Waits (bounded) for zopp to exit; returns its exit code.
@@ -190,10 +187,10 @@ fn only_exclude_and_preserve_env(backend: Backend) {
 fn signals_are_forwarded_to_the_child(backend: Backend) {
     let (_server, alice) = setup(backend, &[("A", "x")]);
     for (sig, name, code) in [
-        ("-TERM", "TERM", 42),
-        ("-INT", "INT", 41),
-        ("-HUP", "HUP", 43),
-        ("-USR1", "USR1", 44),
+        (Signal::SIGTERM, "TERM", 42),
+        (Signal::SIGINT, "INT", 41),
+        (Signal::SIGHUP, "HUP", 43),
+        (Signal::SIGUSR1, "USR1", 44),
     ] {
         let marker = alice.cwd.path().join(format!("got-{name}"));
         let script = format!(
@@ -345,7 +342,7 @@ fn watch_restarts_the_child_with_new_values(backend: Backend) {
     server.kill();
     zopp.wait_for_line("v=three", Duration::from_secs(10));
     zopp.wait_for_line("v=three", Duration::from_secs(10));
-    zopp.signal("-TERM");
+    zopp.signal(Signal::SIGTERM);
     assert_eq!(zopp.wait(Duration::from_secs(30)), 143);
 }
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +28,10 @@ use zopp_crypto::wrap::WrappedKey;
 use super::*;
 use crate::rbac::{Grant, Role};
 
+mod inline;
 mod teams;
+
+use inline::{query_on, Cols, InlineReaders, OwnedRow};
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
@@ -45,6 +49,9 @@ const IN_CHUNK: usize = 500;
 pub struct SqliteStorage {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The hot look-ups, run on the calling thread (none for an in-memory database, whose
+    /// connections would each see a database of their own).
+    inline: Option<Arc<InlineReaders>>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -74,6 +81,7 @@ impl SqliteStorage {
             .synchronous(SqliteSynchronous::Normal)
             .disable_statement_logging();
         create_private(base.get_filename())?;
+        let file = base.get_filename().to_path_buf();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -105,7 +113,22 @@ impl SqliteStorage {
                     .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
             )
             .await?;
-        Ok(Self { writer, reader })
+        let inline = if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
+            None
+        } else {
+            let threads = std::thread::available_parallelism().map_or(2, usize::from);
+            Some(Arc::new(InlineReaders::open(
+                &file,
+                threads.max(readers as usize),
+                READER_MMAP_BYTES,
+                BUSY_TIMEOUT,
+            )?))
+        };
+        Ok(Self {
+            writer,
+            reader,
+            inline,
+        })
     }
 
     /// The write pool, for tests and maintenance that need raw SQL (e.g. proving the audit
@@ -116,6 +139,9 @@ impl SqliteStorage {
 
     /// Closes both pools, waiting for in-flight work.
     pub async fn close(&self) {
+        if let Some(inline) = &self.inline {
+            inline.close();
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -190,27 +216,27 @@ const SQL_PRINCIPAL: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.
      p.revoked_at, p.expires_at FROM principals p LEFT JOIN users u ON u.id = p.user_id \
      WHERE p.id = $1";
 
-fn principal_row(r: &SqliteRow) -> Result<PrincipalRecord> {
+fn principal_row(r: &impl Cols) -> Result<PrincipalRecord> {
     principal_at(r, 0)
 }
 
 /// Decodes the twelve principal columns of `PRINCIPAL_SELECT` starting at column `at`.
-fn principal_at(r: &SqliteRow, at: usize) -> Result<PrincipalRecord> {
+fn principal_at(r: &impl Cols, at: usize) -> Result<PrincipalRecord> {
     Ok(PrincipalRecord {
-        id: parse_id(&r.try_get::<String, _>(at)?, "principal id")?,
-        user_id: opt_id(r.try_get(at + 1)?, "user id")?,
-        workspace_id: opt_id(r.try_get(at + 2)?, "workspace id")?,
-        user_email: r.try_get(at + 3)?,
-        name: r.try_get(at + 4)?,
-        signing_key: verifying_key(&r.try_get::<Vec<u8>, _>(at + 5)?)
+        id: parse_id(&r.col::<String>(at)?, "principal id")?,
+        user_id: opt_id(r.col(at + 1)?, "user id")?,
+        workspace_id: opt_id(r.col(at + 2)?, "workspace id")?,
+        user_email: r.col(at + 3)?,
+        name: r.col(at + 4)?,
+        signing_key: verifying_key(&r.col::<Vec<u8>>(at + 5)?)
             .map_err(|_| corrupt("principal signing key"))?,
-        agreement_key: AgreementPublic::try_from_slice(&r.try_get::<Vec<u8>, _>(at + 6)?)
+        agreement_key: AgreementPublic::try_from_slice(&r.col::<Vec<u8>>(at + 6)?)
             .map_err(|_| corrupt("principal agreement key"))?,
-        admitted_by: opt_id(r.try_get(at + 7)?, "admitting principal id")?,
-        admission_signature: r.try_get(at + 8)?,
-        created_at_ms: r.try_get(at + 9)?,
-        revoked_at_ms: r.try_get(at + 10)?,
-        expires_at_ms: r.try_get(at + 11)?,
+        admitted_by: opt_id(r.col(at + 7)?, "admitting principal id")?,
+        admission_signature: r.col(at + 8)?,
+        created_at_ms: r.col(at + 9)?,
+        revoked_at_ms: r.col(at + 10)?,
+        expires_at_ms: r.col(at + 11)?,
     })
 }
 
@@ -221,26 +247,26 @@ macro_rules! version_cols {
     };
 }
 
-fn version_row(r: &SqliteRow) -> Result<SecretVersionRecord> {
+fn version_row(r: &impl Cols) -> Result<SecretVersionRecord> {
     version_at(r, 0)
 }
 
 /// Decodes the twelve `version_cols!` columns starting at column `at`.
-fn version_at(r: &SqliteRow, at: usize) -> Result<SecretVersionRecord> {
+fn version_at(r: &impl Cols, at: usize) -> Result<SecretVersionRecord> {
     Ok(SecretVersionRecord {
-        environment_id: parse_id(&r.try_get::<String, _>(at)?, "environment id")?,
-        name_digest: NameDigest::try_from_slice(&r.try_get::<Vec<u8>, _>(at + 1)?)
+        environment_id: parse_id(&r.col::<String>(at)?, "environment id")?,
+        name_digest: NameDigest::try_from_slice(&r.col::<Vec<u8>>(at + 1)?)
             .map_err(|_| corrupt("name digest"))?,
-        version: to_u64(r.try_get(at + 2)?, "version")?,
-        env_version: to_u64(r.try_get(at + 3)?, "env version")?,
-        key_epoch: to_u32(r.try_get(at + 4)?, "key epoch")?,
-        envelope: Envelope::from_bytes(r.try_get(at + 5)?),
-        deleted: r.try_get(at + 6)?,
-        writer: parse_id(&r.try_get::<String, _>(at + 7)?, "writer id")?,
-        signature: sig64(&r.try_get::<Vec<u8>, _>(at + 8)?)?,
-        prev_hash: arr32(&r.try_get::<Vec<u8>, _>(at + 9)?, "prev hash")?,
-        hash: arr32(&r.try_get::<Vec<u8>, _>(at + 10)?, "version hash")?,
-        created_at_ms: r.try_get(at + 11)?,
+        version: to_u64(r.col(at + 2)?, "version")?,
+        env_version: to_u64(r.col(at + 3)?, "env version")?,
+        key_epoch: to_u32(r.col(at + 4)?, "key epoch")?,
+        envelope: Envelope::from_bytes(r.col(at + 5)?),
+        deleted: r.col(at + 6)?,
+        writer: parse_id(&r.col::<String>(at + 7)?, "writer id")?,
+        signature: sig64(&r.col::<Vec<u8>>(at + 8)?)?,
+        prev_hash: arr32(&r.col::<Vec<u8>>(at + 9)?, "prev hash")?,
+        hash: arr32(&r.col::<Vec<u8>>(at + 10)?, "version hash")?,
+        created_at_ms: r.col(at + 11)?,
     })
 }
 
@@ -504,11 +530,11 @@ const SQL_ENV_VERSION_AT_MS: &str = "SELECT COALESCE(MAX(env_version), 0) FROM s
 const SQL_AUDIT_HEAD: &str =
     "SELECT seq, hash FROM audit_entries WHERE chain = $1 ORDER BY seq DESC LIMIT 1";
 
-fn workspace_from(r: &SqliteRow, at: usize) -> Result<WorkspaceRecord> {
+fn workspace_from(r: &impl Cols, at: usize) -> Result<WorkspaceRecord> {
     Ok(WorkspaceRecord {
-        id: parse_id(&r.try_get::<String, _>(at)?, "workspace id")?,
-        name: r.try_get(at + 1)?,
-        created_at_ms: r.try_get(at + 2)?,
+        id: parse_id(&r.col::<String>(at)?, "workspace id")?,
+        name: r.col(at + 1)?,
+        created_at_ms: r.col(at + 2)?,
     })
 }
 
@@ -645,46 +671,46 @@ async fn exists(
 }
 
 /// Decodes the rows of `SQL_RESOLVE` (or a fused read, whose first columns are the same).
-fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
+fn resolution_from(rows: &[impl Cols]) -> Result<Resolution> {
     let Some(r) = rows.first() else {
         return Ok(Resolution::default());
     };
     let workspace = workspace_from(r, 0)?;
-    let project = match r.try_get::<Option<String>, _>(3)? {
+    let project = match r.col::<Option<String>>(3)? {
         Some(id) => Some(ProjectRecord {
             id: parse_id(&id, "project id")?,
             workspace_id: workspace.id,
-            name: r.try_get(4)?,
-            wrapped_key: WrappedKey::from_bytes(r.try_get(5)?),
-            created_at_ms: r.try_get(6)?,
+            name: r.col(4)?,
+            wrapped_key: WrappedKey::from_bytes(r.col(5)?),
+            created_at_ms: r.col(6)?,
         }),
         None => None,
     };
-    let environment = match (&project, r.try_get::<Option<String>, _>(7)?) {
+    let environment = match (&project, r.col::<Option<String>>(7)?) {
         (Some(p), Some(id)) => Some(EnvironmentRecord {
             id: parse_id(&id, "environment id")?,
             project_id: p.id,
             workspace_id: workspace.id,
-            name: r.try_get(8)?,
-            wrapped_key: WrappedKey::from_bytes(r.try_get(9)?),
-            key_epoch: to_u32(r.try_get(10)?, "key epoch")?,
-            env_version: to_u64(r.try_get(11)?, "env version")?,
-            created_at_ms: r.try_get(12)?,
-            keep_versions: keep_versions(r.try_get(20)?)?,
-            history_floor: to_u64(r.try_get(21)?, "history floor")?,
+            name: r.col(8)?,
+            wrapped_key: WrappedKey::from_bytes(r.col(9)?),
+            key_epoch: to_u32(r.col(10)?, "key epoch")?,
+            env_version: to_u64(r.col(11)?, "env version")?,
+            created_at_ms: r.col(12)?,
+            keep_versions: keep_versions(r.col(20)?)?,
+            history_floor: to_u64(r.col(21)?, "history floor")?,
         }),
         _ => None,
     };
     let mut grants: Vec<GrantRecord> = Vec::new();
     for r in rows {
-        let Some(id_text) = r.try_get::<Option<String>, _>(13)? else {
+        let Some(id_text) = r.col::<Option<String>>(13)? else {
             continue;
         };
         let id = GrantId::try_parse(&id_text).ok_or_else(|| corrupt("grant id"))?;
-        let key = match r.try_get::<Option<i64>, _>(18)? {
+        let key = match r.col::<Option<i64>>(18)? {
             Some(epoch) => Some(GrantKeyRecord {
                 key_epoch: to_u32(epoch, "grant key epoch")?,
-                wrapped_key: WrappedKey::from_bytes(r.try_get(19)?),
+                wrapped_key: WrappedKey::from_bytes(r.col(19)?),
             }),
             None => None,
         };
@@ -698,16 +724,16 @@ fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
             continue;
         }
         let scope = grant_scope(
-            r.try_get(14)?,
+            r.col(14)?,
             workspace.id,
-            opt_id(r.try_get(15)?, "project id")?,
-            opt_id(r.try_get(16)?, "environment id")?,
+            opt_id(r.col(15)?, "project id")?,
+            opt_id(r.col(16)?, "environment id")?,
         )?;
         grants.push(GrantRecord {
             id,
             grant: Grant {
                 scope,
-                role: stored_role(r.try_get(17)?)?,
+                role: stored_role(r.col(17)?)?,
             },
             keys: key.into_iter().collect(),
         });
@@ -720,17 +746,27 @@ fn resolution_from(rows: &[SqliteRow]) -> Result<Resolution> {
     })
 }
 
+/// Decodes the rows of a fused resolution and secret read.
+fn fused_read(rows: &[impl Cols]) -> Result<(Resolution, Option<SecretRead>)> {
+    let resolution = resolution_from(rows)?;
+    let read = match rows.first() {
+        Some(r) if resolution.environment.is_some() => secret_read_at(r, RESOLVE_COLS)?,
+        _ => None,
+    };
+    Ok((resolution, read))
+}
+
 /// Decodes a secret read (`read_cols!`) starting at column `at`: `None`
 /// when the outer join found no version.
-fn secret_read_at(r: &SqliteRow, at: usize) -> Result<Option<SecretRead>> {
-    if r.try_get::<Option<String>, _>(at)?.is_none() {
+fn secret_read_at(r: &impl Cols, at: usize) -> Result<Option<SecretRead>> {
+    if r.col::<Option<String>>(at)?.is_none() {
         return Ok(None);
     }
-    let previous = match r.try_get::<Option<String>, _>(at + 12)? {
+    let previous = match r.col::<Option<String>>(at + 12)? {
         Some(_) => Some(version_at(r, at + 12)?),
         None => None,
     };
-    let writer = match r.try_get::<Option<String>, _>(at + 24)? {
+    let writer = match r.col::<Option<String>>(at + 24)? {
         Some(_) => Some(principal_at(r, at + 24)?),
         None => None,
     };
@@ -871,6 +907,10 @@ impl Storage for SqliteStorage {
     }
 
     async fn principal(&self, id: PrincipalId) -> Result<Option<PrincipalRecord>> {
+        if let Some(inline) = &self.inline {
+            let rows = inline.query(SQL_PRINCIPAL, &[&id.to_string()])?;
+            return rows.first().map(principal_row).transpose();
+        }
         let row = sqlx::query(SQL_PRINCIPAL)
             .bind(id.to_string())
             .fetch_optional(&self.reader)
@@ -899,6 +939,19 @@ impl Storage for SqliteStorage {
     }
 
     async fn resolve(&self, who: &Who, path: &NamePath<'_>) -> Result<Resolution> {
+        if let Some(inline) = &self.inline {
+            let rows = inline.query(
+                SQL_RESOLVE,
+                &[
+                    &path.workspace,
+                    &path.project,
+                    &path.project.and(path.environment),
+                    &who.principal.to_string(),
+                    &who.user.map(|u| u.to_string()),
+                ],
+            )?;
+            return resolution_from(&rows);
+        }
         let rows = sqlx::query(SQL_RESOLVE)
             .bind(path.workspace)
             .bind(path.project)
@@ -917,6 +970,30 @@ impl Storage for SqliteStorage {
         digest: &NameDigest,
         version: Option<u64>,
     ) -> Result<(Resolution, Option<SecretRead>)> {
+        if let Some(inline) = &self.inline {
+            let principal = who.principal.to_string();
+            let user = who.user.map(|u| u.to_string());
+            let env = path.project.and(path.environment);
+            let digest = &digest.as_bytes()[..];
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+                &path.workspace,
+                &path.project,
+                &env,
+                &principal,
+                &user,
+                &digest,
+            ];
+            let v = version.map(sat_i64);
+            let sql = match &v {
+                None => SQL_RESOLVE_READ_HEAD,
+                Some(v) => {
+                    params.push(v);
+                    SQL_RESOLVE_READ_VERSION
+                }
+            };
+            let rows = inline.query(sql, &params)?;
+            return fused_read(&rows);
+        }
         let q = match version {
             None => sqlx::query(SQL_RESOLVE_READ_HEAD),
             Some(_) => sqlx::query(SQL_RESOLVE_READ_VERSION),
@@ -932,12 +1009,7 @@ impl Storage for SqliteStorage {
             Some(v) => q.bind(sat_i64(v)),
         };
         let rows = q.fetch_all(&self.reader).await?;
-        let resolution = resolution_from(&rows)?;
-        let read = match rows.first() {
-            Some(r) if resolution.environment.is_some() => secret_read_at(r, RESOLVE_COLS)?,
-            _ => None,
-        };
-        Ok((resolution, read))
+        fused_read(&rows)
     }
 
     async fn workspaces_for(&self, who: &Who) -> Result<Vec<WorkspaceRecord>> {
@@ -1353,6 +1425,28 @@ impl Storage for SqliteStorage {
         env: EnvironmentId,
         at: PointInTime,
     ) -> Result<EnvironmentState> {
+        if let (Some(inline), PointInTime::Now) = (&self.inline, at) {
+            // The common fetch (`zopp run`, export) can return thousands of rows: read them on
+            // a blocking thread rather than a runtime worker.
+            let inline = inline.clone();
+            return tokio::task::spawn_blocking(move || {
+                inline.snapshot(|c| {
+                    let id = env.to_string();
+                    let head = query_on(c, SQL_ENV_VERSION_AND_FLOOR, &[&id])?;
+                    let Some(r) = head.first() else {
+                        return Err(StorageError::NotFound("environment"));
+                    };
+                    let env_version = to_u64(r.col(0)?, "env version")?;
+                    let rows: Vec<OwnedRow> = query_on(c, SQL_STATE_NOW, &[&id])?;
+                    Ok(EnvironmentState {
+                        versions: rows.iter().map(version_row).collect::<Result<_>>()?,
+                        env_version,
+                    })
+                })
+            })
+            .await
+            .map_err(|e| StorageError::Unavailable(Box::new(e)))?;
+        }
         // One read transaction, so the versions and the env_version come from the same snapshot.
         let mut conn = self.reader.begin().await?;
         let id = env.to_string();

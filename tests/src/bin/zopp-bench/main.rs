@@ -7,7 +7,8 @@
 //! `--postgres [URL] [--replicas N]` measures only server throughput (signed reads and writes
 //! per second) on a fresh database of the PostgreSQL server at `URL` (default
 //! `ZOPP_TEST_PG_URL`, else the local test server), through `N` replicas (default 1), for the
-//! one-vs-two replica figures in docs/deploy.md.
+//! one-vs-two replica figures in docs/deploy.md. `--throughput-only` measures the same on
+//! SQLite alone, for iterating on the server's hot path.
 //!
 //! Every figure has a stable `id` in the JSON; `tests/tests/bench_smoke.rs` checks them.
 
@@ -119,7 +120,9 @@ fn main() {
             // Read by PgDatabase::create; set before any thread starts.
             std::env::set_var("ZOPP_TEST_PG_URL", url);
         }
-        postgres_throughput(replicas, run)
+        server_throughput(Some(zopp_tests::PgDatabase::create()), replicas, run)
+    } else if args.iter().any(|a| a == "--throughput-only") {
+        server_throughput(None, 1, run)
     } else {
         if replicas != 1 {
             eprintln!("zopp-bench: --replicas needs --postgres (SQLite has one server)");
@@ -179,12 +182,16 @@ fn throughput_env(user: &TestUser, w: &str) -> EnvironmentRef {
     }
 }
 
-/// Server throughput only, on PostgreSQL through `replicas` servers sharing one database.
-fn postgres_throughput(replicas: usize, run: Duration) -> Vec<Figure> {
-    let pg = zopp_tests::PgDatabase::create();
-    let first = TestServer::start_with(unlimited(Some(pg.clone()), None));
+/// Server throughput only: on SQLite (`pg` None, one server), or on PostgreSQL through
+/// `replicas` servers sharing one database.
+fn server_throughput(
+    pg: Option<std::sync::Arc<zopp_tests::PgDatabase>>,
+    replicas: usize,
+    run: Duration,
+) -> Vec<Figure> {
+    let first = TestServer::start_with(unlimited(pg.clone(), None));
     let others: Vec<TestServer> = (1..replicas)
-        .map(|_| TestServer::start_with(unlimited(Some(pg.clone()), Some(first.db_url.clone()))))
+        .map(|_| TestServer::start_with(unlimited(pg.clone(), Some(first.db_url.clone()))))
         .collect();
     let user = TestUser::joined(&first, "bench@example.com");
     user.scaffold("bench", "api", "dev");

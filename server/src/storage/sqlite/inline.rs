@@ -1,0 +1,179 @@
+//! Synchronous reads for the hottest statements (principal look-up, resolution, fused secret
+//! read).
+//!
+//! sqlx runs every SQLite connection on a worker thread of its own: each statement is a message
+//! to that thread and each row a message back, so a read that SQLite answers from its mapped
+//! pages in a few microseconds costs several thread wake-ups, which dominated a signed read.
+//! These statements run instead on the calling thread, on a small set of read-only connections
+//! that hold their prepared statements. They are short indexed look-ups (microseconds) and never
+//! wait on a lock (WAL readers see the last committed snapshot), so running them inline does not
+//! stall the async runtime; long reads (listings, exports, history) stay on sqlx's pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::Duration;
+
+use rusqlite::types::{FromSql, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite};
+
+use super::{corrupt, Result, StorageError};
+
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 32;
+
+/// Typed column access shared by sqlx rows and rows read here, so one decoder serves both.
+pub(super) trait Cols {
+    /// Column `i` as `T`.
+    fn col<T: Col>(&self, i: usize) -> Result<T>;
+}
+
+/// A column type both drivers decode.
+pub(super) trait Col:
+    for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + FromSql
+{
+}
+
+impl<T> Col for T where T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + FromSql {}
+
+impl Cols for SqliteRow {
+    fn col<T: Col>(&self, i: usize) -> Result<T> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+/// A row copied out of a statement, so decoding can run after the statement is reset.
+pub(super) struct OwnedRow(Vec<Value>);
+
+impl Cols for OwnedRow {
+    fn col<T: Col>(&self, i: usize) -> Result<T> {
+        let v = self.0.get(i).ok_or_else(|| corrupt("column index"))?;
+        T::column_result(ValueRef::from(v)).map_err(|e| StorageError::Corrupt(e.to_string()))
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StorageError {
+    StorageError::Unavailable(Box::new(e))
+}
+
+/// Read-only connections used on the calling thread.
+pub(super) struct InlineReaders {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+    /// Set by [`InlineReaders::close`]: later reads fail as the closed sqlx pools do.
+    closed: AtomicBool,
+}
+
+impl InlineReaders {
+    /// Opens `count` read-only connections to the database file at `path` (which the write
+    /// pool has already created and migrated).
+    pub(super) fn open(path: &Path, count: usize, mmap_bytes: u64, busy: Duration) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conns = Vec::with_capacity(count.max(1));
+        for _ in 0..count.max(1) {
+            let c = Connection::open_with_flags(path, flags).map_err(unavailable)?;
+            c.busy_timeout(busy).map_err(unavailable)?;
+            c.pragma_update(None, "mmap_size", mmap_bytes.to_string())
+                .map_err(unavailable)?;
+            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            conns.push(Mutex::new(c));
+        }
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `sql` with `$1..$n` bound to `params` and returns every row.
+    pub(super) fn query(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<OwnedRow>> {
+        self.check_open()?;
+        self.with(|c| rows(c, sql, params)).map_err(unavailable)
+    }
+
+    /// Runs `f` inside one read transaction, so all its statements see the same snapshot.
+    pub(super) fn snapshot<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        self.with(|c| {
+            c.execute_batch("BEGIN DEFERRED")?;
+            let out = f(c);
+            c.execute_batch("COMMIT")?;
+            Ok(out)
+        })
+        .map_err(unavailable)?
+    }
+
+    /// Refuses reads from now on (the storage is closing).
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable("database closed".into()));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a free connection (the next one in turn when all are busy).
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            match self.conns[(start + k) % n].try_lock() {
+                Ok(c) => return run(&c, f),
+                // A panic mid-read leaves nothing to repair but an open transaction (below).
+                Err(TryLockError::Poisoned(p)) => return run(&p.into_inner(), f),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let c = self.conns[start % n]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        run(&c, f)
+    }
+}
+
+fn run<R>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    if !c.is_autocommit() {
+        // Left open by a read that panicked: end it so this one sees a fresh snapshot.
+        c.execute_batch("ROLLBACK")?;
+    }
+    f(c)
+}
+
+/// Runs `sql` on `c` with `$1..$n` bound to `params` and returns every row.
+pub(super) fn rows(
+    c: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<Vec<OwnedRow>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    for (i, p) in params.iter().enumerate() {
+        // Statements number their parameters `$1..$n`; SQLite indexes named parameters by first
+        // appearance, so bind by name.
+        if let Some(idx) = stmt.parameter_index(&format!("${}", i + 1))? {
+            stmt.raw_bind_parameter(idx, p)?;
+        }
+    }
+    let width = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut vals = Vec::with_capacity(width);
+        for i in 0..width {
+            vals.push(r.get::<_, Value>(i)?);
+        }
+        out.push(OwnedRow(vals));
+    }
+    Ok(out)
+}
+
+/// As [`rows`], with the error mapped for storage callers.
+pub(super) fn query_on(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<OwnedRow>> {
+    rows(c, sql, params).map_err(unavailable)
+}
