@@ -31,7 +31,7 @@ use crate::rbac::{Grant, Role};
 mod inline;
 mod teams;
 
-use inline::{query_on, Cols, InlineReaders, OwnedRow};
+use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter, OwnedRow};
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
@@ -52,6 +52,8 @@ pub struct SqliteStorage {
     /// The hot look-ups, run on the calling thread (none for an in-memory database, whose
     /// connections would each see a database of their own).
     inline: Option<Arc<InlineReaders>>,
+    /// Commits audit batches without sqlx's per-statement thread hand-offs (file databases).
+    audit_writer: Option<Arc<InlineWriter>>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -86,7 +88,10 @@ impl SqliteStorage {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // Keep the single writer forever: reopening costs and gains nothing.
+            // Keep the single writer forever: reopening costs and gains nothing. A local file
+            // connection cannot go stale, so skip the ping sqlx would send (a thread hand-off)
+            // on every acquire.
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(
@@ -103,6 +108,7 @@ impl SqliteStorage {
             .max_connections(readers.max(1))
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             // Readers map the database file: every audit commit moves the WAL on, which makes
@@ -124,10 +130,15 @@ impl SqliteStorage {
                 BUSY_TIMEOUT,
             )?))
         };
+        let audit_writer = match &inline {
+            Some(_) => Some(Arc::new(InlineWriter::open(&file, BUSY_TIMEOUT)?)),
+            None => None,
+        };
         Ok(Self {
             writer,
             reader,
             inline,
+            audit_writer,
         })
     }
 
@@ -601,6 +612,83 @@ const WRITE_ROWS_PER_STATEMENT: usize = 500;
 /// Rows per multi-row audit INSERT (15 parameters each, well under SQLite's limit).
 const AUDIT_ROWS_PER_INSERT: usize = 256;
 
+/// The newest (seq, hash) of each chain a batch appends to (None: the chain is empty).
+type ChainHeads = HashMap<AuditChain, Option<(u64, [u8; 32])>>;
+
+/// The distinct chains `drafts` append to.
+fn chains_of(drafts: &[AuditDraft]) -> Vec<AuditChain> {
+    let mut chains: Vec<AuditChain> = Vec::new();
+    for d in drafts {
+        if !chains.contains(&d.chain) {
+            chains.push(d.chain);
+        }
+    }
+    chains
+}
+
+fn audit_head(r: &impl Cols) -> Result<(u64, [u8; 32])> {
+    Ok((
+        to_u64(r.col(0)?, "audit seq")?,
+        arr32(&r.col::<Vec<u8>>(1)?, "audit hash")?,
+    ))
+}
+
+/// Seals `drafts` in order, each after its chain's head (as of `heads`, then the entry before).
+fn chain_drafts(drafts: Vec<AuditDraft>, mut heads: ChainHeads) -> Vec<AuditEntryRecord> {
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let head = heads.get(&draft.chain).copied().flatten();
+        let entry = seal_audit(draft, head);
+        heads.insert(entry.draft.chain, Some((entry.seq, entry.hash)));
+        out.push(entry);
+    }
+    out
+}
+
+/// [`append_audit_tx`] on the inline writer's open transaction.
+fn append_audit_inline(
+    c: &rusqlite::Connection,
+    drafts: Vec<AuditDraft>,
+) -> Result<Vec<AuditEntryRecord>> {
+    let mut heads = ChainHeads::new();
+    for chain in chains_of(&drafts) {
+        let rows = query_on(c, SQL_AUDIT_HEAD, &[&chain.key()])?;
+        heads.insert(chain, rows.first().map(audit_head).transpose()?);
+    }
+    let out = chain_drafts(drafts, heads);
+    for entry in &out {
+        let d = &entry.draft;
+        execute_on(
+            c,
+            SQL_AUDIT_INSERT_ONE,
+            &[
+                &d.chain.key(),
+                &sat_i64(entry.seq),
+                &d.time_ms,
+                &d.actor.map(|a| a.to_string()).unwrap_or_default(),
+                &d.action,
+                &d.scope,
+                &d.target,
+                &d.method,
+                &d.request_timestamp_ms,
+                &d.nonce,
+                &d.request_hash,
+                &d.signature,
+                &d.result,
+                &&entry.prev_hash[..],
+                &&entry.hash[..],
+            ],
+        )?;
+    }
+    Ok(out)
+}
+
+const SQL_AUDIT_INSERT_ONE: &str = concat!(
+    "INSERT INTO audit_entries (",
+    audit_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+);
+
 /// Appends drafts inside an open transaction, chaining each after its chain's current head. The
 /// chain is computed in memory first (one head look-up per chain), then written with multi-row
 /// INSERTs: a group-committed batch of reads costs a handful of statements, not one per entry.
@@ -608,29 +696,15 @@ async fn append_audit_tx(
     tx: &mut Transaction<'static, Sqlite>,
     drafts: Vec<AuditDraft>,
 ) -> Result<Vec<AuditEntryRecord>> {
-    let mut heads: HashMap<AuditChain, Option<(u64, [u8; 32])>> = HashMap::new();
-    let mut out = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let head = match heads.get(&draft.chain) {
-            Some(h) => *h,
-            None => {
-                let row = sqlx::query(SQL_AUDIT_HEAD)
-                    .bind(draft.chain.key())
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                match row {
-                    Some(r) => Some((
-                        to_u64(r.try_get(0)?, "audit seq")?,
-                        arr32(&r.try_get::<Vec<u8>, _>(1)?, "audit hash")?,
-                    )),
-                    None => None,
-                }
-            }
-        };
-        let entry = seal_audit(draft, head);
-        heads.insert(entry.draft.chain, Some((entry.seq, entry.hash)));
-        out.push(entry);
+    let mut heads = ChainHeads::new();
+    for chain in chains_of(&drafts) {
+        let row = sqlx::query(SQL_AUDIT_HEAD)
+            .bind(chain.key())
+            .fetch_optional(&mut **tx)
+            .await?;
+        heads.insert(chain, row.as_ref().map(audit_head).transpose()?);
     }
+    let out = chain_drafts(drafts, heads);
     for chunk in out.chunks(AUDIT_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new(concat!("INSERT INTO audit_entries (", audit_cols!(), ") "));
@@ -1627,6 +1701,19 @@ impl Storage for SqliteStorage {
     async fn append_audit(&self, entries: Vec<AuditDraft>) -> Result<Vec<AuditEntryRecord>> {
         if entries.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(w) = &self.audit_writer {
+            // Holding the sqlx writer's only connection keeps every other write of this
+            // server out while the inline writer commits.
+            let gate = self.writer.acquire().await?;
+            let w = w.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                w.transaction(|c| append_audit_inline(c, entries))
+            })
+            .await
+            .map_err(|e| StorageError::Unavailable(Box::new(e)))?;
+            drop(gate);
+            return out;
         }
         let mut tx = self.begin_write().await?;
         let out = append_audit_tx(&mut tx, entries).await?;

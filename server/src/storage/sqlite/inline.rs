@@ -146,13 +146,67 @@ fn run<R>(
     f(c)
 }
 
-/// Runs `sql` on `c` with `$1..$n` bound to `params` and returns every row.
-pub(super) fn rows(
-    c: &Connection,
-    sql: &str,
-    params: &[&dyn ToSql],
-) -> rusqlite::Result<Vec<OwnedRow>> {
-    let mut stmt = c.prepare_cached(sql)?;
+/// The read-write connection that commits group-committed audit batches (the hottest write:
+/// one per signed read). Callers hold the sqlx write pool's only connection meanwhile, so this
+/// never contends with the server's other writes for SQLite's lock.
+pub(super) struct InlineWriter {
+    conn: Mutex<Connection>,
+}
+
+impl InlineWriter {
+    /// Opens the connection with the same durability settings as the sqlx writer.
+    pub(super) fn open(path: &Path, busy: Duration) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let c = Connection::open_with_flags(path, flags).map_err(unavailable)?;
+        c.busy_timeout(busy).map_err(unavailable)?;
+        c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(unavailable)?;
+        c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self {
+            conn: Mutex::new(c),
+        })
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: committed when it succeeds, rolled back
+    /// when it fails.
+    pub(super) fn transaction<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let c = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK").map_err(unavailable)?;
+        }
+        c.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+        match f(&c) {
+            Ok(out) => {
+                c.execute_batch("COMMIT").map_err(unavailable)?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs statement `sql` on `c` with `$1..$n` bound to `params`.
+pub(super) fn execute_on(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
+    let run = || -> rusqlite::Result<usize> {
+        let mut stmt = c.prepare_cached(sql)?;
+        bind(&mut stmt, params)?;
+        stmt.raw_execute()
+    };
+    run().map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StorageError::AlreadyExists(super::Conflict::Other)
+        }
+        _ => unavailable(e),
+    })
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusqlite::Result<()> {
     for (i, p) in params.iter().enumerate() {
         // Statements number their parameters `$1..$n`; SQLite indexes named parameters by first
         // appearance, so bind by name.
@@ -160,6 +214,17 @@ pub(super) fn rows(
             stmt.raw_bind_parameter(idx, p)?;
         }
     }
+    Ok(())
+}
+
+/// Runs `sql` on `c` with `$1..$n` bound to `params` and returns every row.
+pub(super) fn rows(
+    c: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<Vec<OwnedRow>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
     let width = stmt.column_count();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
