@@ -54,6 +54,9 @@ pub struct SqliteStorage {
     inline: Option<Arc<InlineReaders>>,
     /// Commits audit batches without sqlx's per-statement thread hand-offs (file databases).
     audit_writer: Option<Arc<InlineWriter>>,
+    /// Held by every write transaction of this server (sqlx's or the inline writer's), so they
+    /// take SQLite's write lock one at a time and never wait in its busy handler.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -139,6 +142,7 @@ impl SqliteStorage {
             reader,
             inline,
             audit_writer,
+            write_gate: Arc::default(),
         })
     }
 
@@ -157,10 +161,38 @@ impl SqliteStorage {
         self.writer.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    async fn begin_write(&self) -> Result<WriteTx> {
+        let gate = self.write_gate.clone().lock_owned().await;
         // IMMEDIATE takes the write lock up front, so a concurrent writer in another process
         // makes this wait (busy timeout) rather than fail at the first write statement.
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _gate: gate })
+    }
+}
+
+/// A write transaction holding the server's write gate until it commits or is dropped.
+pub(super) struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    /// Commits, then opens the gate.
+    async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
     }
 }
 
@@ -581,7 +613,7 @@ fn keep_versions(v: Option<i64>) -> Result<Option<u64>> {
 
 /// Prunes the versions of `env` that a limit of `keep` no longer keeps and raises the history
 /// floor to match, inside the caller's transaction. Returns how many versions went.
-async fn prune_tx(tx: &mut Transaction<'static, Sqlite>, env: &str, keep: u64) -> Result<u64> {
+async fn prune_tx(tx: &mut WriteTx, env: &str, keep: u64) -> Result<u64> {
     let keep = sat_i64(keep);
     let floor: i64 = sqlx::query(SQL_PRUNE_FLOOR)
         .bind(env)
@@ -693,7 +725,7 @@ const SQL_AUDIT_INSERT_ONE: &str = concat!(
 /// chain is computed in memory first (one head look-up per chain), then written with multi-row
 /// INSERTs: a group-committed batch of reads costs a handful of statements, not one per entry.
 async fn append_audit_tx(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     drafts: Vec<AuditDraft>,
 ) -> Result<Vec<AuditEntryRecord>> {
     let mut heads = ChainHeads::new();
@@ -732,11 +764,7 @@ async fn append_audit_tx(
     Ok(out)
 }
 
-async fn exists(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &'static str,
-    args: &[&str],
-) -> Result<bool> {
+async fn exists(tx: &mut WriteTx, sql: &'static str, args: &[&str]) -> Result<bool> {
     let mut q = sqlx::query(sql);
     for a in args {
         q = q.bind(*a);
@@ -1703,9 +1731,10 @@ impl Storage for SqliteStorage {
             return Ok(Vec::new());
         }
         if let Some(w) = &self.audit_writer {
-            // Holding the sqlx writer's only connection keeps every other write of this
-            // server out while the inline writer commits.
-            let gate = self.writer.acquire().await?;
+            if self.writer.is_closed() {
+                return Err(StorageError::Unavailable("database closed".into()));
+            }
+            let gate = self.write_gate.clone().lock_owned().await;
             let w = w.clone();
             let out = tokio::task::spawn_blocking(move || {
                 w.transaction(|c| append_audit_inline(c, entries))

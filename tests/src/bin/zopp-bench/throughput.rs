@@ -22,7 +22,16 @@ use zopp_proto::v1::{
 };
 use zopp_tests::signed::Signer;
 
-use crate::{percentile, rss_kib, Figure};
+use crate::{cpu_secs, percentile, rss_kib, Figure};
+
+/// CPU seconds so far of the servers (summed) and of this load generator.
+fn cpu_now(pids: &[u32]) -> Option<(f64, f64)> {
+    let mut servers = 0.0;
+    for p in pids {
+        servers += cpu_secs(&p.to_string())?;
+    }
+    Some((servers, cpu_secs("self")?))
+}
 
 const GET_SECRET: &str = "/zopp.v1.Zopp/GetSecret";
 const WRITE_SECRETS: &str = "/zopp.v1.Zopp/WriteSecrets";
@@ -119,9 +128,17 @@ pub fn measure(
                     tokio::time::sleep(run / 2).await;
                     rss_pid.and_then(rss_kib)
                 });
+                let before = cpu_now(pids);
                 let (lat, elapsed) = drive(op, &conns, &signer, &setup, run).await;
+                let after = cpu_now(pids);
                 let rss = sampler.await.ok().flatten();
-                figures.extend(figures_for(op, clients, replicas, &lat, elapsed, rss));
+                // CPU per call is steadier than calls per second on a shared machine, where
+                // other tenants take the cores for a while.
+                let cpu = before.zip(after).map(|((s0, g0), (s1, g1))| {
+                    let n = lat.len().max(1) as f64;
+                    ((s1 - s0) / n * 1e6, (g1 - g0) / n * 1e6)
+                });
+                figures.extend(figures_for(op, clients, replicas, &lat, elapsed, rss, cpu));
             }
         }
         figures
@@ -249,6 +266,7 @@ fn figures_for(
     lat: &[f64],
     elapsed: f64,
     rss: Option<u64>,
+    cpu_us: Option<(f64, f64)>,
 ) -> Vec<Figure> {
     let rate = lat.len() as f64 / elapsed;
     let p50 = percentile(lat, 0.5);
@@ -267,8 +285,11 @@ fn figures_for(
         target: at_target.then_some(READS_TARGET),
         lower_is_better: false,
         detail: format!(
-            "p50 {p50:.2} ms, p99 {p99:.2} ms, {} calls in {elapsed:.1} s",
-            lat.len()
+            "p50 {p50:.2} ms, p99 {p99:.2} ms, {} calls in {elapsed:.1} s{}",
+            lat.len(),
+            cpu_us.map_or(String::new(), |(server, gen)| format!(
+                "; CPU/call: server {server:.0} µs, load generator {gen:.0} µs"
+            ))
         ),
     }];
     if at_target {
