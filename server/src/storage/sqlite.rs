@@ -35,6 +35,8 @@ use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter, OwnedRow};
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
+/// Most read-only connections for inline reads.
+const MAX_INLINE_READERS: usize = 32;
 /// Bytes of the database file each read connection maps (SQLite's `mmap_size`); address
 /// space, not memory: pages are shared with the OS page cache.
 const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
@@ -125,10 +127,12 @@ impl SqliteStorage {
         let inline = if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
             None
         } else {
+            // One per runtime worker keeps them from waiting on each other; past a few dozen
+            // cores, more connections only cost memory.
             let threads = std::thread::available_parallelism().map_or(2, usize::from);
             Some(Arc::new(InlineReaders::open(
                 &file,
-                threads.max(readers as usize),
+                threads.max(readers as usize).min(MAX_INLINE_READERS),
                 READER_MMAP_BYTES,
                 BUSY_TIMEOUT,
             )?))

@@ -242,3 +242,83 @@ pub(super) fn rows(
 pub(super) fn query_on(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<OwnedRow>> {
     rows(c, sql, params).map_err(unavailable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readers(dir: &tempfile::TempDir) -> InlineReaders {
+        let path = dir.path().join("t.db");
+        let c = Connection::open(&path).expect("create");
+        c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (a TEXT, b INTEGER, c BLOB);")
+            .expect("schema");
+        c.execute("INSERT INTO t VALUES ('x', 7, x'0102')", [])
+            .expect("insert");
+        InlineReaders::open(&path, 2, 0, Duration::from_secs(1)).expect("open readers")
+    }
+
+    #[test]
+    fn parameters_bind_by_their_number_not_their_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = readers(&dir);
+        let rows = r
+            .query("SELECT $2, $1", &[&"first", &"second"])
+            .expect("query");
+        assert_eq!(rows[0].col::<String>(0).expect("col"), "second");
+        assert_eq!(rows[0].col::<String>(1).expect("col"), "first");
+    }
+
+    #[test]
+    fn columns_decode_by_type_and_mismatches_are_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = readers(&dir);
+        let rows = r
+            .query("SELECT a, b, c, NULL FROM t WHERE b = $1", &[&7_i64])
+            .expect("query");
+        let row = &rows[0];
+        assert_eq!(row.col::<String>(0).expect("text"), "x");
+        assert_eq!(row.col::<i64>(1).expect("int"), 7);
+        assert_eq!(row.col::<Vec<u8>>(2).expect("blob"), vec![1, 2]);
+        assert_eq!(row.col::<Option<String>>(3).expect("null"), None);
+        assert!(matches!(row.col::<i64>(0), Err(StorageError::Corrupt(_))));
+        assert!(matches!(
+            row.col::<String>(9),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn closed_readers_refuse_and_snapshots_see_one_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = readers(&dir);
+        let n = r
+            .snapshot(|c| {
+                let a = query_on(c, "SELECT COUNT(*) FROM t", &[])?;
+                a[0].col::<i64>(0)
+            })
+            .expect("snapshot");
+        assert_eq!(n, 1);
+        r.close();
+        assert!(matches!(
+            r.query("SELECT 1", &[]),
+            Err(StorageError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_write_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = readers(&dir);
+        let w = InlineWriter::open(&dir.path().join("t.db"), Duration::from_secs(1)).expect("open");
+        let refused: Result<()> = w.transaction(|c| {
+            execute_on(c, "INSERT INTO t VALUES ($1, 8, NULL)", &[&"y"])?;
+            Err(StorageError::Corrupt("refused".into()))
+        });
+        assert!(refused.is_err());
+        w.transaction(|c| execute_on(c, "INSERT INTO t VALUES ($1, 9, NULL)", &[&"z"]))
+            .expect("commit");
+        let rows = r.query("SELECT a FROM t ORDER BY b", &[]).expect("query");
+        let names: Vec<String> = rows.iter().map(|r| r.col(0).expect("a")).collect();
+        assert_eq!(names, ["x", "z"]);
+    }
+}
