@@ -1,5 +1,5 @@
-//! Synchronous reads for the hottest statements (principal look-up, resolution, fused secret
-//! read).
+//! Synchronous SQLite access for the hottest statements: principal look-up, resolution, the
+//! fused secret read, the current state of an environment, and audit batches.
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own: each statement is a message
 //! to that thread and each row a message back, so a read that SQLite answers from its mapped
@@ -7,7 +7,9 @@
 //! These statements run instead on the calling thread, on a small set of read-only connections
 //! that hold their prepared statements. They are short indexed look-ups (microseconds) and never
 //! wait on a lock (WAL readers see the last committed snapshot), so running them inline does not
-//! stall the async runtime; long reads (listings, exports, history) stay on sqlx's pool.
+//! stall the async runtime. The current state of an environment (thousands of rows for `run`
+//! and export) is read here too, but on a blocking thread; other long reads (listings, history)
+//! stay on sqlx's pool. [`InlineWriter`] commits the group-committed audit batches.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
