@@ -37,9 +37,6 @@ use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter, OwnedRow};
 pub const DEFAULT_READERS: u32 = 4;
 /// Most read-only connections for inline reads.
 const MAX_INLINE_READERS: usize = 32;
-/// Bytes of the database file each read connection maps (SQLite's `mmap_size`); address
-/// space, not memory: pages are shared with the OS page cache.
-const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// How long SQLite waits on a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a pooled connection before the storage counts as unavailable.
@@ -116,13 +113,10 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
-            // Readers map the database file: every audit commit moves the WAL on, which makes
-            // each reader drop its page cache at its next read; with the file mapped, re-reading
-            // the hot pages (principals, scopes, grants, secrets) costs no `pread` and no copy.
-            .connect_with(
-                base.read_only(true)
-                    .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
-            )
+            // No `mmap_size`: every commit (one per audit batch) makes each reader unmap the whole
+            // mapping at its next read, and the TLB shoot-downs and page faults of remapping cost
+            // far more than the few `pread`s of the pages a read needs.
+            .connect_with(base.read_only(true))
             .await?;
         let inline = if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
             None
@@ -133,7 +127,6 @@ impl SqliteStorage {
             Some(Arc::new(InlineReaders::open(
                 &file,
                 threads.max(readers as usize).min(MAX_INLINE_READERS),
-                READER_MMAP_BYTES,
                 BUSY_TIMEOUT,
             )?))
         };

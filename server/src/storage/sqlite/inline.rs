@@ -3,7 +3,7 @@
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own: each statement is a message
 //! to that thread and each row a message back, so a read that SQLite answers from its mapped
-//! pages in a few microseconds costs several thread wake-ups, which dominated a signed read.
+//! page cache in a few microseconds costs several thread wake-ups, which dominated a signed read.
 //! These statements run instead on the calling thread, on a small set of read-only connections
 //! that hold their prepared statements. They are short indexed look-ups (microseconds) and never
 //! wait on a lock (WAL readers see the last committed snapshot), so running them inline does not
@@ -71,14 +71,12 @@ pub(super) struct InlineReaders {
 impl InlineReaders {
     /// Opens `count` read-only connections to the database file at `path` (which the write
     /// pool has already created and migrated).
-    pub(super) fn open(path: &Path, count: usize, mmap_bytes: u64, busy: Duration) -> Result<Self> {
+    pub(super) fn open(path: &Path, count: usize, busy: Duration) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conns = Vec::with_capacity(count.max(1));
         for _ in 0..count.max(1) {
             let c = Connection::open_with_flags(path, flags).map_err(unavailable)?;
             c.busy_timeout(busy).map_err(unavailable)?;
-            c.pragma_update(None, "mmap_size", mmap_bytes.to_string())
-                .map_err(unavailable)?;
             c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             conns.push(Mutex::new(c));
         }
@@ -256,7 +254,7 @@ mod tests {
             .expect("schema");
         c.execute("INSERT INTO t VALUES ('x', 7, x'0102')", [])
             .expect("insert");
-        InlineReaders::open(&path, 2, 0, Duration::from_secs(1)).expect("open readers")
+        InlineReaders::open(&path, 2, Duration::from_secs(1)).expect("open readers")
     }
 
     #[test]
