@@ -31,7 +31,7 @@ use crate::rbac::{Grant, Role};
 mod inline;
 mod teams;
 
-use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter, OwnedRow};
+use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter};
 
 /// Default number of read connections.
 pub const DEFAULT_READERS: u32 = 4;
@@ -48,11 +48,9 @@ const IN_CHUNK: usize = 500;
 pub struct SqliteStorage {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// The hot look-ups, run on the calling thread (none for an in-memory database, whose
-    /// connections would each see a database of their own).
-    inline: Option<Arc<InlineReaders>>,
-    /// Commits audit batches without sqlx's per-statement thread hand-offs (file databases).
-    audit_writer: Option<Arc<InlineWriter>>,
+    /// Hot reads and audit batches on rusqlite connections (file databases only: an in-memory
+    /// database exists only inside sqlx's own connections).
+    inline: Option<Inline>,
     /// Held by every write transaction of this server (sqlx's or the inline writer's), so they
     /// take SQLite's write lock one at a time and never wait in its busy handler.
     write_gate: Arc<tokio::sync::Mutex<()>>,
@@ -118,27 +116,26 @@ impl SqliteStorage {
             // far more than the few `pread`s of the pages a read needs.
             .connect_with(base.read_only(true))
             .await?;
-        let inline = if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
-            None
-        } else {
-            // One per runtime worker keeps them from waiting on each other; past a few dozen
-            // cores, more connections only cost memory.
+        // The writer has created the file by now, unless the database lives in memory.
+        let inline = if file.is_file() {
+            // One reader per runtime worker keeps them from waiting on each other; past a few
+            // dozen cores, more connections only cost memory.
             let threads = std::thread::available_parallelism().map_or(2, usize::from);
-            Some(Arc::new(InlineReaders::open(
-                &file,
-                threads.max(readers as usize).min(MAX_INLINE_READERS),
-                BUSY_TIMEOUT,
-            )?))
-        };
-        let audit_writer = match &inline {
-            Some(_) => Some(Arc::new(InlineWriter::open(&file, BUSY_TIMEOUT)?)),
-            None => None,
+            Some(Inline {
+                readers: Arc::new(InlineReaders::open(
+                    &file,
+                    threads.max(readers as usize).min(MAX_INLINE_READERS),
+                    BUSY_TIMEOUT,
+                )?),
+                writer: Arc::new(InlineWriter::open(&file, BUSY_TIMEOUT)?),
+            })
+        } else {
+            None
         };
         Ok(Self {
             writer,
             reader,
             inline,
-            audit_writer,
             write_gate: Arc::default(),
         })
     }
@@ -152,7 +149,7 @@ impl SqliteStorage {
     /// Closes both pools, waiting for in-flight work.
     pub async fn close(&self) {
         if let Some(inline) = &self.inline {
-            inline.close();
+            inline.readers.close();
         }
         self.reader.close().await;
         self.writer.close().await;
@@ -165,6 +162,14 @@ impl SqliteStorage {
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTx { tx, _gate: gate })
     }
+}
+
+/// The rusqlite connections of a file database.
+struct Inline {
+    /// Read-only connections used on the calling thread.
+    readers: Arc<InlineReaders>,
+    /// Commits group-committed audit batches without sqlx's per-statement thread hand-offs.
+    writer: Arc<InlineWriter>,
 }
 
 /// A write transaction holding the server's write gate until it commits or is dropped.
@@ -1007,7 +1012,7 @@ impl Storage for SqliteStorage {
 
     async fn principal(&self, id: PrincipalId) -> Result<Option<PrincipalRecord>> {
         if let Some(inline) = &self.inline {
-            let rows = inline.query(SQL_PRINCIPAL, &[&id.to_string()])?;
+            let rows = inline.readers.query(SQL_PRINCIPAL, &[&id.to_string()])?;
             return rows.first().map(principal_row).transpose();
         }
         let row = sqlx::query(SQL_PRINCIPAL)
@@ -1039,7 +1044,7 @@ impl Storage for SqliteStorage {
 
     async fn resolve(&self, who: &Who, path: &NamePath<'_>) -> Result<Resolution> {
         if let Some(inline) = &self.inline {
-            let rows = inline.query(
+            let rows = inline.readers.query(
                 SQL_RESOLVE,
                 &[
                     &path.workspace,
@@ -1090,7 +1095,7 @@ impl Storage for SqliteStorage {
                     SQL_RESOLVE_READ_VERSION
                 }
             };
-            let rows = inline.query(sql, &params)?;
+            let rows = inline.readers.query(sql, &params)?;
             return fused_read(&rows);
         }
         let q = match version {
@@ -1527,16 +1532,16 @@ impl Storage for SqliteStorage {
         if let (Some(inline), PointInTime::Now) = (&self.inline, at) {
             // The common fetch (`zopp run`, export) can return thousands of rows: read them on
             // a blocking thread rather than a runtime worker.
-            let inline = inline.clone();
+            let readers = inline.readers.clone();
             return tokio::task::spawn_blocking(move || {
-                inline.snapshot(|c| {
+                readers.snapshot(|c| {
                     let id = env.to_string();
                     let head = query_on(c, SQL_ENV_VERSION_AND_FLOOR, &[&id])?;
                     let Some(r) = head.first() else {
                         return Err(StorageError::NotFound("environment"));
                     };
                     let env_version = to_u64(r.col(0)?, "env version")?;
-                    let rows: Vec<OwnedRow> = query_on(c, SQL_STATE_NOW, &[&id])?;
+                    let rows = query_on(c, SQL_STATE_NOW, &[&id])?;
                     Ok(EnvironmentState {
                         versions: rows.iter().map(version_row).collect::<Result<_>>()?,
                         env_version,
@@ -1727,12 +1732,12 @@ impl Storage for SqliteStorage {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(w) = &self.audit_writer {
+        if let Some(inline) = &self.inline {
             if self.writer.is_closed() {
                 return Err(StorageError::Unavailable("database closed".into()));
             }
             let gate = self.write_gate.clone().lock_owned().await;
-            let w = w.clone();
+            let w = inline.writer.clone();
             let out = tokio::task::spawn_blocking(move || {
                 w.transaction(|c| append_audit_inline(c, entries))
             })

@@ -95,6 +95,7 @@ impl InlineReaders {
 
     /// Runs `f` inside one read transaction, so all its statements see the same snapshot.
     pub(super) fn snapshot<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        self.check_open()?;
         self.with(|c| {
             c.execute_batch("BEGIN DEFERRED")?;
             let out = f(c);
@@ -147,8 +148,8 @@ fn run<R>(
 }
 
 /// The read-write connection that commits group-committed audit batches (the hottest write:
-/// one per signed read). Callers hold the sqlx write pool's only connection meanwhile, so this
-/// never contends with the server's other writes for SQLite's lock.
+/// one per signed read). Callers hold the storage's write gate meanwhile, so this never
+/// contends with the server's other writes for SQLite's lock.
 pub(super) struct InlineWriter {
     conn: Mutex<Connection>,
 }
@@ -206,11 +207,22 @@ pub(super) fn execute_on(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> Re
     })
 }
 
+/// Parameter names of the statements run here (the audit insert has the most).
+const PARAM_NAMES: [&str; 15] = [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+];
+
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusqlite::Result<()> {
-    for (i, p) in params.iter().enumerate() {
+    if params.len() > PARAM_NAMES.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            params.len(),
+            PARAM_NAMES.len(),
+        ));
+    }
+    for (name, p) in PARAM_NAMES.iter().zip(params) {
         // Statements number their parameters `$1..$n`; SQLite indexes named parameters by first
         // appearance, so bind by name.
-        if let Some(idx) = stmt.parameter_index(&format!("${}", i + 1))? {
+        if let Some(idx) = stmt.parameter_index(name)? {
             stmt.raw_bind_parameter(idx, p)?;
         }
     }
@@ -218,11 +230,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn ToSql]) -> rusqlite::
 }
 
 /// Runs `sql` on `c` with `$1..$n` bound to `params` and returns every row.
-pub(super) fn rows(
-    c: &Connection,
-    sql: &str,
-    params: &[&dyn ToSql],
-) -> rusqlite::Result<Vec<OwnedRow>> {
+fn rows(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<Vec<OwnedRow>> {
     let mut stmt = c.prepare_cached(sql)?;
     bind(&mut stmt, params)?;
     let width = stmt.column_count();
