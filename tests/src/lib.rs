@@ -63,7 +63,6 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// Path of a workspace binary; panics with a clear hint when it was not built.
 /// Sends `signal` to process `pid` by system call. Never shell out to `kill(1)` for this:
 /// procps-ng 4.0's `kill -KILL -12345` signals pid -1, i.e. every process on the machine.
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
@@ -83,6 +82,7 @@ fn nix_pid(pid: u32) -> nix::Result<nix::unistd::Pid> {
     }
 }
 
+/// Path of a workspace binary; panics with a clear hint when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
