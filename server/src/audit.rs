@@ -6,9 +6,11 @@
 //! entry, commits them in a single transaction and then releases each waiting request. A read
 //! answers only after its entry is durable, and many concurrent reads cost one commit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::auth::Caller;
 use crate::metrics::AUDIT_BATCH;
@@ -137,6 +139,13 @@ pub fn server_draft(action: &str, target: String, now_ms: i64) -> AuditDraft {
 
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// While reads that will append are still on their way, the committer waits for this many
+/// entries before it commits. A commit has a fixed cost (the transaction, its WAL frames, and
+/// every reader connection's page cache, which SQLite drops when the database changes), so under
+/// load a few larger commits cost far less than many of two or three entries.
+const FILL_BATCH: usize = 16;
+/// The longest the committer waits for a batch to fill (tokio timers tick in milliseconds).
+const MAX_LINGER: Duration = Duration::from_millis(2);
 /// Pending entries before callers wait for room (back-pressure).
 const QUEUE: usize = 8192;
 
@@ -145,18 +154,47 @@ struct Pending {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
+/// Requests in flight that may append a read entry, so the committer knows whether waiting can
+/// fill a batch. Without load nothing is on its way and every entry commits at once.
+#[derive(Default)]
+struct Arrivals {
+    count: AtomicUsize,
+    left: Notify,
+}
+
+/// Held by a request that may append a read entry, from before its authentication until it
+/// ends; see [`AuditAppender::arriving`].
+pub struct Arrival(Arc<Arrivals>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        // A request that ends without an entry (refused, not found) must not keep the
+        // committer waiting for it.
+        self.0.left.notify_one();
+    }
+}
+
 /// Group-commit appender: batches concurrent entries into one transaction.
 #[derive(Clone)]
 pub struct AuditAppender {
     tx: mpsc::Sender<Pending>,
+    arrivals: Arc<Arrivals>,
 }
 
 impl AuditAppender {
     /// Starts the committing task on the current runtime. It ends when every clone is dropped.
     pub fn spawn(storage: Arc<dyn Storage>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(storage, rx));
-        Self { tx }
+        let arrivals = Arc::new(Arrivals::default());
+        tokio::spawn(run(storage, rx, arrivals.clone()));
+        Self { tx, arrivals }
+    }
+
+    /// Announces a request that may append a read entry; hold the guard until it ends.
+    pub fn arriving(&self) -> Arrival {
+        self.arrivals.count.fetch_add(1, Ordering::AcqRel);
+        Arrival(self.arrivals.clone())
     }
 
     /// Appends `draft` and waits until it is committed.
@@ -174,9 +212,10 @@ impl AuditAppender {
     }
 }
 
-async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::Receiver<Pending>, arrivals: Arc<Arrivals>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        fill(&mut rx, &mut batch, &arrivals).await;
         let (drafts, waiters): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|p| (p.draft, p.done)).unzip();
         metrics::histogram!(AUDIT_BATCH).record(drafts.len() as f64);
@@ -194,5 +233,123 @@ async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::Receiver<Pending>) {
                 }
             }
         }
+    }
+}
+
+/// Waits, briefly, for more entries while requests that may add one are still in flight. Every
+/// request whose entry is already in the batch still holds its [`Arrival`], so the batch is
+/// complete once the in-flight count no longer exceeds it.
+async fn fill(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, arrivals: &Arrivals) {
+    let linger = tokio::time::sleep(MAX_LINGER);
+    tokio::pin!(linger);
+    while batch.len() < FILL_BATCH && arrivals.count.load(Ordering::Acquire) > batch.len() {
+        tokio::select! {
+            n = rx.recv_many(batch, MAX_BATCH - batch.len()) => if n == 0 { return },
+            () = arrivals.left.notified() => {}
+            () = &mut linger => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> (Pending, oneshot::Receiver<Result<(), StorageError>>) {
+        let (done, wait) = oneshot::channel();
+        let draft = server_draft(action::INVITE_CREATE, String::new(), 0);
+        (Pending { draft, done }, wait)
+    }
+
+    fn appender() -> (AuditAppender, mpsc::Receiver<Pending>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let arrivals = Arc::new(Arrivals::default());
+        (AuditAppender { tx, arrivals }, rx)
+    }
+
+    // The clock is paused: time moves only when every task waits, so the virtual time `fill`
+    // took tells whether it returned on an event or on its linger timer.
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_server_commits_at_once() {
+        let (a, mut rx) = appender();
+        let _mine = a.arriving();
+        let (p, _w) = pending();
+        let mut batch = vec![p];
+        let t = tokio::time::Instant::now();
+        fill(&mut rx, &mut batch, &a.arrivals).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_a_read_in_flight_to_join_the_batch() {
+        let (a, mut rx) = appender();
+        let _first = a.arriving();
+        let second = a.arriving();
+        let (p, _w1) = pending();
+        let mut batch = vec![p];
+        let tx = a.tx.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let (p, _w2) = pending();
+            tx.send(p).await.expect("committer listening");
+            drop(second);
+        });
+        let t = tokio::time::Instant::now();
+        fill(&mut rx, &mut batch, &a.arrivals).await;
+        assert_eq!(batch.len(), 2, "the second read's entry joined the batch");
+        assert_eq!(t.elapsed(), Duration::ZERO, "no timer was needed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_ends_without_an_entry_releases_the_batch() {
+        let (a, mut rx) = appender();
+        let _first = a.arriving();
+        let refused = a.arriving();
+        let (p, _w) = pending();
+        let mut batch = vec![p];
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            drop(refused);
+        });
+        let t = tokio::time::Instant::now();
+        fill(&mut rx, &mut batch, &a.arrivals).await;
+        assert_eq!(batch.len(), 1);
+        assert!(
+            t.elapsed() < MAX_LINGER,
+            "released by the drop, not the timer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_read_delays_the_batch_by_at_most_the_linger() {
+        let (a, mut rx) = appender();
+        let _first = a.arriving();
+        let _stuck = a.arriving();
+        let (p, _w) = pending();
+        let mut batch = vec![p];
+        let t = tokio::time::Instant::now();
+        fill(&mut rx, &mut batch, &a.arrivals).await;
+        assert_eq!(batch.len(), 1);
+        assert!(t.elapsed() >= MAX_LINGER, "released by the timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_commits_without_waiting_for_the_rest() {
+        let (a, mut rx) = appender();
+        let guards: Vec<Arrival> = (0..FILL_BATCH + 8).map(|_| a.arriving()).collect();
+        let mut batch = Vec::new();
+        let mut waits = Vec::new();
+        for _ in 0..FILL_BATCH {
+            let (p, w) = pending();
+            batch.push(p);
+            waits.push(w);
+        }
+        let t = tokio::time::Instant::now();
+        fill(&mut rx, &mut batch, &a.arrivals).await;
+        assert_eq!(batch.len(), FILL_BATCH);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        drop(guards);
     }
 }
