@@ -210,7 +210,11 @@ fn server_throughput(
     let servers: Vec<&TestServer> = std::iter::once(&first).chain(&others).collect();
     let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
     let pids: Vec<u32> = servers.iter().filter_map(|s| s.pid()).collect();
-    throughput::measure(&urls, &pids, user.home.path(), env, run)
+    let metrics: Vec<String> = servers
+        .iter()
+        .filter_map(|s| s.metrics_addr.clone())
+        .collect();
+    throughput::measure(&urls, &pids, &metrics, user.home.path(), env, run)
 }
 
 /// The CLI measures and server throughput on one SQLite server.
@@ -365,6 +369,7 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
     figures.extend(throughput::measure(
         &[server.url()],
         &server.pid().into_iter().collect::<Vec<_>>(),
+        &server.metrics_addr.iter().cloned().collect::<Vec<_>>(),
         user.home.path(),
         env,
         run,

@@ -70,12 +70,40 @@ struct Setup {
     writer: PrincipalId,
 }
 
+/// Sum and count of the replicas' `zopp_audit_batch_size` histograms (entries per read-audit
+/// commit), scraped from their metrics endpoints; `None` when one cannot be read.
+fn audit_batches(metrics: &[String]) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let (mut sum, mut count) = (0.0, 0.0);
+    for addr in metrics {
+        let mut conn = std::net::TcpStream::connect(addr).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: zopp\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body).ok()?;
+        let value = |name: &str| {
+            body.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        sum += value("zopp_audit_batch_size_sum")?;
+        count += value("zopp_audit_batch_size_count")?;
+    }
+    Some((sum, count))
+}
+
 /// Measures reads and writes at each of [`CLIENTS`] for `run` each. `pids` are the replicas'
-/// process ids (RSS under load is sampled from the first). The environment must hold exactly
-/// one secret, written beforehand.
+/// process ids (RSS under load is sampled from the first) and `metrics` their metrics
+/// addresses. The environment must hold exactly one secret, written beforehand.
 pub fn measure(
     urls: &[String],
     pids: &[u32],
+    metrics: &[String],
     home: &std::path::Path,
     env: EnvironmentRef,
     run: Duration,
@@ -113,6 +141,12 @@ pub fn measure(
             writer: PrincipalId::try_parse(signer.principal_id()).expect("principal id"),
         });
         let replicas = urls.len();
+        // A replica without a metrics address would make the per-commit figure partial.
+        let metrics = if metrics.len() == replicas {
+            metrics
+        } else {
+            &[]
+        };
         let mut figures = Vec::new();
         for op in [Op::Read, Op::Write] {
             for clients in CLIENTS {
@@ -129,8 +163,10 @@ pub fn measure(
                     rss_pid.and_then(rss_kib)
                 });
                 let before = cpu_now(pids);
+                let batches_before = audit_batches(metrics);
                 let (lat, elapsed) = drive(op, &conns, &signer, &setup, run).await;
                 let after = cpu_now(pids);
+                let batches_after = audit_batches(metrics);
                 let rss = sampler.await.ok().flatten();
                 // CPU per call is steadier than calls per second on a shared machine, where
                 // other tenants take the cores for a while.
@@ -138,7 +174,22 @@ pub fn measure(
                     let n = lat.len().max(1) as f64;
                     ((s1 - s0) / n * 1e6, (g1 - g0) / n * 1e6)
                 });
-                figures.extend(figures_for(op, clients, replicas, &lat, elapsed, rss, cpu));
+                // Each read appends an audit entry through the group committer; how many share a
+                // commit says how well the committer amortises its fixed cost at this load.
+                let per_commit =
+                    batches_before
+                        .zip(batches_after)
+                        .and_then(|((s0, c0), (s1, c1))| {
+                            (op == Op::Read && c1 > c0).then(|| (s1 - s0) / (c1 - c0))
+                        });
+                let measured = Measured {
+                    lat: &lat,
+                    elapsed,
+                    rss,
+                    cpu_us: cpu,
+                    audit_per_commit: per_commit,
+                };
+                figures.extend(figures_for(op, clients, replicas, &measured));
             }
         }
         figures
@@ -259,15 +310,28 @@ fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey) -> SecretWrite {
     }
 }
 
-fn figures_for(
-    op: Op,
-    clients: usize,
-    replicas: usize,
-    lat: &[f64],
+/// What one run at one concurrency measured.
+struct Measured<'a> {
+    /// Each call's latency in ms, sorted.
+    lat: &'a [f64],
+    /// Wall time of the run in s.
     elapsed: f64,
+    /// RSS of the first replica in KiB, sampled half-way.
     rss: Option<u64>,
+    /// CPU µs per call: the servers', the load generator's.
     cpu_us: Option<(f64, f64)>,
-) -> Vec<Figure> {
+    /// Mean audit entries per read-audit commit.
+    audit_per_commit: Option<f64>,
+}
+
+fn figures_for(op: Op, clients: usize, replicas: usize, m: &Measured<'_>) -> Vec<Figure> {
+    let Measured {
+        lat,
+        elapsed,
+        rss,
+        cpu_us,
+        audit_per_commit,
+    } = *m;
     let rate = lat.len() as f64 / elapsed;
     let p50 = percentile(lat, 0.5);
     let p99 = percentile(lat, 0.99);
@@ -289,8 +353,10 @@ fn figures_for(
             lat.len(),
             cpu_us.map_or(String::new(), |(server, gen)| format!(
                 "; CPU/call: server {server:.0} µs, load generator {gen:.0} µs"
-            ))
-        ),
+            )),
+        ) + &audit_per_commit.map_or(String::new(), |n| {
+            format!("; {n:.1} audit entries per commit")
+        }),
     }];
     if at_target {
         out.push(Figure {
