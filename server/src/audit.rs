@@ -242,7 +242,18 @@ async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::Receiver<Pending>, arrival
 async fn fill(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, arrivals: &Arrivals) {
     let linger = tokio::time::sleep(MAX_LINGER);
     tokio::pin!(linger);
-    while batch.len() < FILL_BATCH && arrivals.count.load(Ordering::Acquire) > batch.len() {
+    loop {
+        // Whatever is queued already belongs in the batch before the count is compared: a read
+        // may have queued its entry and ended in the time another one woke this task.
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= FILL_BATCH || arrivals.count.load(Ordering::Acquire) <= batch.len() {
+            return;
+        }
         tokio::select! {
             n = rx.recv_many(batch, MAX_BATCH - batch.len()) => if n == 0 { return },
             () = arrivals.left.notified() => {}
@@ -268,7 +279,9 @@ mod tests {
     }
 
     // The clock is paused: time moves only when every task waits, so the virtual time `fill`
-    // took tells whether it returned on an event or on its linger timer.
+    // took tells whether it returned on an event or on its linger timer. No task here yields
+    // (`yield_now`): a yielded task is not counted as ready, and the clock could jump to the
+    // linger deadline before it runs again.
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_server_commits_at_once() {
@@ -290,8 +303,8 @@ mod tests {
         let (p, _w1) = pending();
         let mut batch = vec![p];
         let tx = a.tx.clone();
+        // The test runs on one thread: the spawned task runs once `fill` waits, never before.
         tokio::spawn(async move {
-            tokio::task::yield_now().await;
             let (p, _w2) = pending();
             tx.send(p).await.expect("committer listening");
             drop(second);
@@ -309,10 +322,7 @@ mod tests {
         let refused = a.arriving();
         let (p, _w) = pending();
         let mut batch = vec![p];
-        tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            drop(refused);
-        });
+        tokio::spawn(async move { drop(refused) });
         let t = tokio::time::Instant::now();
         fill(&mut rx, &mut batch, &a.arrivals).await;
         assert_eq!(batch.len(), 1);
