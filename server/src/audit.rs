@@ -266,10 +266,22 @@ async fn fill(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, arriva
 mod tests {
     use super::*;
 
-    fn pending() -> (Pending, oneshot::Receiver<Result<(), StorageError>>) {
-        let (done, wait) = oneshot::channel();
+    /// A queued entry; `fill` never looks at its waiter.
+    fn pending() -> Pending {
+        let (done, _) = oneshot::channel();
         let draft = server_draft(action::INVITE_CREATE, String::new(), 0);
-        (Pending { draft, done }, wait)
+        Pending { draft, done }
+    }
+
+    /// Runs `fill` on `batch` and returns the (virtual) time it took.
+    async fn timed_fill(
+        a: &AuditAppender,
+        rx: &mut mpsc::Receiver<Pending>,
+        batch: &mut Vec<Pending>,
+    ) -> Duration {
+        let t = tokio::time::Instant::now();
+        fill(rx, batch, &a.arrivals).await;
+        t.elapsed()
     }
 
     fn appender() -> (AuditAppender, mpsc::Receiver<Pending>) {
@@ -287,12 +299,10 @@ mod tests {
     async fn an_idle_server_commits_at_once() {
         let (a, mut rx) = appender();
         let _mine = a.arriving();
-        let (p, _w) = pending();
-        let mut batch = vec![p];
-        let t = tokio::time::Instant::now();
-        fill(&mut rx, &mut batch, &a.arrivals).await;
+        let mut batch = vec![pending()];
+        let took = timed_fill(&a, &mut rx, &mut batch).await;
         assert_eq!(batch.len(), 1);
-        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert_eq!(took, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
@@ -300,19 +310,16 @@ mod tests {
         let (a, mut rx) = appender();
         let _first = a.arriving();
         let second = a.arriving();
-        let (p, _w1) = pending();
-        let mut batch = vec![p];
+        let mut batch = vec![pending()];
         let tx = a.tx.clone();
         // The test runs on one thread: the spawned task runs once `fill` waits, never before.
         tokio::spawn(async move {
-            let (p, _w2) = pending();
-            tx.send(p).await.expect("committer listening");
+            tx.send(pending()).await.expect("committer listening");
             drop(second);
         });
-        let t = tokio::time::Instant::now();
-        fill(&mut rx, &mut batch, &a.arrivals).await;
+        let took = timed_fill(&a, &mut rx, &mut batch).await;
         assert_eq!(batch.len(), 2, "the second read's entry joined the batch");
-        assert_eq!(t.elapsed(), Duration::ZERO, "no timer was needed");
+        assert_eq!(took, Duration::ZERO, "no timer was needed");
     }
 
     #[tokio::test(start_paused = true)]
@@ -320,16 +327,11 @@ mod tests {
         let (a, mut rx) = appender();
         let _first = a.arriving();
         let refused = a.arriving();
-        let (p, _w) = pending();
-        let mut batch = vec![p];
+        let mut batch = vec![pending()];
         tokio::spawn(async move { drop(refused) });
-        let t = tokio::time::Instant::now();
-        fill(&mut rx, &mut batch, &a.arrivals).await;
+        let took = timed_fill(&a, &mut rx, &mut batch).await;
         assert_eq!(batch.len(), 1);
-        assert!(
-            t.elapsed() < MAX_LINGER,
-            "released by the drop, not the timer"
-        );
+        assert!(took < MAX_LINGER, "released by the drop, not the timer");
     }
 
     #[tokio::test(start_paused = true)]
@@ -337,29 +339,20 @@ mod tests {
         let (a, mut rx) = appender();
         let _first = a.arriving();
         let _stuck = a.arriving();
-        let (p, _w) = pending();
-        let mut batch = vec![p];
-        let t = tokio::time::Instant::now();
-        fill(&mut rx, &mut batch, &a.arrivals).await;
+        let mut batch = vec![pending()];
+        let took = timed_fill(&a, &mut rx, &mut batch).await;
         assert_eq!(batch.len(), 1);
-        assert!(t.elapsed() >= MAX_LINGER, "released by the timer");
+        assert!(took >= MAX_LINGER, "released by the timer");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_batch_commits_without_waiting_for_the_rest() {
         let (a, mut rx) = appender();
         let guards: Vec<Arrival> = (0..FILL_BATCH + 8).map(|_| a.arriving()).collect();
-        let mut batch = Vec::new();
-        let mut waits = Vec::new();
-        for _ in 0..FILL_BATCH {
-            let (p, w) = pending();
-            batch.push(p);
-            waits.push(w);
-        }
-        let t = tokio::time::Instant::now();
-        fill(&mut rx, &mut batch, &a.arrivals).await;
+        let mut batch: Vec<Pending> = (0..FILL_BATCH).map(|_| pending()).collect();
+        let took = timed_fill(&a, &mut rx, &mut batch).await;
         assert_eq!(batch.len(), FILL_BATCH);
-        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert_eq!(took, Duration::ZERO);
         drop(guards);
     }
 }

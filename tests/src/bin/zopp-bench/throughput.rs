@@ -162,11 +162,14 @@ pub fn measure(
                     tokio::time::sleep(run / 2).await;
                     rss_pid.and_then(rss_kib)
                 });
+                // Only reads go through the audit committer. Scraped outside the CPU window, so
+                // rendering the metrics does not count as server work per call.
+                let audited = if op == Op::Read { metrics } else { &[] };
+                let batches_before = audit_batches(audited);
                 let before = cpu_now(pids);
-                let batches_before = audit_batches(metrics);
                 let (lat, elapsed) = drive(op, &conns, &signer, &setup, run).await;
                 let after = cpu_now(pids);
-                let batches_after = audit_batches(metrics);
+                let batches_after = audit_batches(audited);
                 let rss = sampler.await.ok().flatten();
                 // CPU per call is steadier than calls per second on a shared machine, where
                 // other tenants take the cores for a while.
@@ -176,12 +179,9 @@ pub fn measure(
                 });
                 // Each read appends an audit entry through the group committer; how many share a
                 // commit says how well the committer amortises its fixed cost at this load.
-                let per_commit =
-                    batches_before
-                        .zip(batches_after)
-                        .and_then(|((s0, c0), (s1, c1))| {
-                            (op == Op::Read && c1 > c0).then(|| (s1 - s0) / (c1 - c0))
-                        });
+                let per_commit = batches_before
+                    .zip(batches_after)
+                    .and_then(|((s0, c0), (s1, c1))| (c1 > c0).then(|| (s1 - s0) / (c1 - c0)));
                 let measured = Measured {
                     lat: &lat,
                     elapsed,
