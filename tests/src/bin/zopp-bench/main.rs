@@ -8,7 +8,8 @@
 //! per second) on a fresh database of the PostgreSQL server at `URL` (default
 //! `ZOPP_TEST_PG_URL`, else the local test server), through `N` replicas (default 1), for the
 //! one-vs-two replica figures in docs/deploy.md. `--throughput-only` measures the same on
-//! SQLite alone, for iterating on the server's hot path.
+//! SQLite alone, for iterating on the server's hot path. With either, `--reads-only`,
+//! `--clients N` and `--seconds S` narrow the runs to one phase (e.g. to profile it).
 //!
 //! Every figure has a stable `id` in the JSON; `tests/tests/bench_smoke.rs` checks them.
 
@@ -125,15 +126,32 @@ fn main() {
     } else {
         THROUGHPUT_RUN.0
     };
+    let load = throughput::Load {
+        run: flag_value("--seconds").map_or(run, |s| {
+            Duration::from_secs_f64(
+                s.parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .expect("--seconds takes a positive number"),
+            )
+        }),
+        reads_only: args.iter().any(|a| a == "--reads-only"),
+        clients: flag_value("--clients").map(|n| {
+            n.parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .expect("--clients takes a positive number")
+        }),
+    };
 
     let figures = if postgres {
         if let Some(url) = flag_value("--postgres") {
             // Read by PgDatabase::create; set before any thread starts.
             std::env::set_var("ZOPP_TEST_PG_URL", url);
         }
-        server_throughput(Some(zopp_tests::PgDatabase::create()), replicas, run)
+        server_throughput(Some(zopp_tests::PgDatabase::create()), replicas, &load)
     } else if args.iter().any(|a| a == "--throughput-only") {
-        server_throughput(None, 1, run)
+        server_throughput(None, 1, &load)
     } else {
         if replicas != 1 {
             eprintln!("zopp-bench: --replicas needs --postgres (SQLite has one server)");
@@ -198,7 +216,7 @@ fn throughput_env(user: &TestUser, w: &str) -> EnvironmentRef {
 fn server_throughput(
     pg: Option<std::sync::Arc<zopp_tests::PgDatabase>>,
     replicas: usize,
-    run: Duration,
+    load: &throughput::Load,
 ) -> Vec<Figure> {
     let first = TestServer::start_with(unlimited(pg.clone(), None));
     let others: Vec<TestServer> = (1..replicas)
@@ -214,7 +232,7 @@ fn server_throughput(
         .iter()
         .filter_map(|s| s.metrics_addr.clone())
         .collect();
-    throughput::measure(&urls, &pids, &metrics, user.home.path(), env, run)
+    throughput::measure(&urls, &pids, &metrics, user.home.path(), env, load)
 }
 
 /// The CLI measures and server throughput on one SQLite server.
@@ -372,7 +390,11 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
         &server.metrics_addr.iter().cloned().collect::<Vec<_>>(),
         user.home.path(),
         env,
-        run,
+        &throughput::Load {
+            run,
+            reads_only: false,
+            clients: None,
+        },
     ));
     figures
 }

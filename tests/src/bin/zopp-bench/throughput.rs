@@ -46,6 +46,17 @@ const READS_TARGET: f64 = 10_000.0;
 /// p99 latency of those reads (DESIGN.md §10).
 const READ_P99_TARGET_MS: f64 = 20.0;
 
+/// Which runs to make: by default reads then writes, each at every one of [`CLIENTS`].
+#[derive(Clone, Debug)]
+pub struct Load {
+    /// Seconds of measured load per run.
+    pub run: Duration,
+    /// Skip the write runs.
+    pub reads_only: bool,
+    /// Run only at this concurrency.
+    pub clients: Option<usize>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read,
@@ -97,7 +108,7 @@ fn audit_batches(metrics: &[String]) -> Option<(f64, f64)> {
     Some((sum, count))
 }
 
-/// Measures reads and writes at each of [`CLIENTS`] for `run` each. `pids` are the replicas'
+/// Measures reads and writes at each of [`CLIENTS`] (or what `load` selects). `pids` are the replicas'
 /// process ids (RSS under load is sampled from the first) and `metrics` their metrics
 /// addresses. The environment must hold exactly one secret, written beforehand.
 pub fn measure(
@@ -106,8 +117,9 @@ pub fn measure(
     metrics: &[String],
     home: &std::path::Path,
     env: EnvironmentRef,
-    run: Duration,
+    load: &Load,
 ) -> Vec<Figure> {
+    let run = load.run;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,8 +160,14 @@ pub fn measure(
             &[]
         };
         let mut figures = Vec::new();
-        for op in [Op::Read, Op::Write] {
-            for clients in CLIENTS {
+        let ops: &[Op] = if load.reads_only {
+            &[Op::Read]
+        } else {
+            &[Op::Read, Op::Write]
+        };
+        let concurrency: Vec<usize> = load.clients.map_or(CLIENTS.to_vec(), |c| vec![c]);
+        for &op in ops {
+            for &clients in &concurrency {
                 // One connection per client, like separate processes would have.
                 let mut conns = Vec::with_capacity(clients);
                 for i in 0..clients {
