@@ -6,6 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use zopp_server::ratelimit::{RateLimit, DEFAULT_RATE_PER_SEC};
 use zopp_server::server::DEFAULT_DRAIN_TIMEOUT;
 use zopp_server::storage::{self, redact_url, Storage};
@@ -154,9 +156,17 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Each event is formatted into one buffer and handed to one write(2). Through
+    // `std::io::stderr` that write runs under the process-wide stderr lock, and with one log line
+    // per call the runtime's threads queued on that lock under load; a duplicate of the
+    // descriptor takes no lock in user space, and the kernel still keeps each line whole.
+    let writer = match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => BoxMakeWriter::new(Arc::new(std::fs::File::from(fd))),
+        Err(_) => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
