@@ -145,8 +145,14 @@ fn kind_of(table: &str, column: &str, declared: &str) -> Result<Kind, CopyError>
 
 use Kind::*;
 
-/// Tables that exist in a migrated database but are not data to copy.
-const NOT_COPIED: &[&str] = &["_sqlx_migrations", "sqlite_sequence", "replay_nonces"];
+/// Tables that exist in a migrated database but are not data to copy (`read_epoch` is SQLite's
+/// cache counter, which the target's own migration creates and its triggers raise).
+const NOT_COPIED: &[&str] = &[
+    "_sqlx_migrations",
+    "sqlite_sequence",
+    "replay_nonces",
+    "read_epoch",
+];
 
 /// One value of a column of kind [`Kind`] (`None` is SQL NULL, typed for binding).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,8 +28,11 @@ use zopp_crypto::wrap::WrappedKey;
 use super::*;
 use crate::rbac::{Grant, Role};
 
+mod cache;
 mod inline;
 mod teams;
+
+use cache::{ReadCache, ReadKey};
 
 use inline::{execute_on, query_on, Cols, InlineReaders, InlineWriter};
 
@@ -54,6 +57,9 @@ pub struct SqliteStorage {
     /// Held by every write transaction of this server (sqlx's or the inline writer's), so they
     /// take SQLite's write lock one at a time and never wait in its busy handler.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Principal look-ups and fused secret reads, kept while the rows they came from are
+    /// unchanged (file databases only: it is checked on the inline readers).
+    cache: Option<ReadCache>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -135,6 +141,7 @@ impl SqliteStorage {
         Ok(Self {
             writer,
             reader,
+            cache: inline.as_ref().map(|_| ReadCache::new()),
             inline,
             write_gate: Arc::default(),
         })
@@ -260,6 +267,28 @@ const SQL_PRINCIPAL: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.
      p.signing_key, p.agreement_key, p.admitted_by, p.admission_signature, p.created_at, \
      p.revoked_at, p.expires_at FROM principals p LEFT JOIN users u ON u.id = p.user_id \
      WHERE p.id = $1";
+
+/// Columns of a principal row (`PRINCIPAL_SELECT`).
+const PRINCIPAL_COLS: usize = 12;
+
+// The read epoch (migrations/sqlite/0004_read_epoch.sql): raised in the same transaction as
+// any change to the rows a cached read comes from.
+const SQL_READ_EPOCH: &str = "SELECT n FROM read_epoch WHERE id = 1";
+
+/// `SQL_PRINCIPAL` with the read epoch of its snapshot after the principal's columns.
+const SQL_PRINCIPAL_AT_EPOCH: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.name, \
+     p.signing_key, p.agreement_key, p.admitted_by, p.admission_signature, p.created_at, \
+     p.revoked_at, p.expires_at, (SELECT n FROM read_epoch WHERE id = 1) \
+     FROM principals p LEFT JOIN users u ON u.id = p.user_id WHERE p.id = $1";
+
+/// The current read epoch, on an inline reader.
+fn read_epoch(readers: &InlineReaders) -> Result<i64> {
+    readers
+        .query(SQL_READ_EPOCH, &[])?
+        .first()
+        .ok_or_else(|| corrupt("read epoch row"))?
+        .col(0)
+}
 
 fn principal_row(r: &impl Cols) -> Result<PrincipalRecord> {
     principal_at(r, 0)
@@ -511,6 +540,7 @@ const SQL_RESOLVE_READ_HEAD: &str = concat!(
     resolve_cols!(),
     ", ",
     read_cols!(),
+    ", (SELECT n FROM read_epoch WHERE id = 1)",
     resolve_from!(),
     " LEFT JOIN secret_heads h ON h.environment_id = e.id AND h.name_digest = $6 \
      LEFT JOIN secret_versions v ON v.environment_id = h.environment_id \
@@ -524,6 +554,7 @@ const SQL_RESOLVE_READ_VERSION: &str = concat!(
     resolve_cols!(),
     ", ",
     read_cols!(),
+    ", (SELECT n FROM read_epoch WHERE id = 1)",
     resolve_from!(),
     " LEFT JOIN secret_versions v ON v.environment_id = e.id AND v.name_digest = $6 \
      AND v.version = $7",
@@ -533,6 +564,8 @@ const SQL_RESOLVE_READ_VERSION: &str = concat!(
 
 /// Columns of `resolve_cols!`: the secret read of a fused statement starts here.
 const RESOLVE_COLS: usize = 22;
+/// The read epoch of a fused statement's snapshot, after the secret read's 36 columns.
+const FUSED_EPOCH_COL: usize = RESOLVE_COLS + 36;
 
 const SQL_SECRET_HISTORY: &str = concat!(
     "SELECT ",
@@ -1011,9 +1044,21 @@ impl Storage for SqliteStorage {
     }
 
     async fn principal(&self, id: PrincipalId) -> Result<Option<PrincipalRecord>> {
-        if let Some(inline) = &self.inline {
-            let rows = inline.readers.query(SQL_PRINCIPAL, &[&id.to_string()])?;
-            return rows.first().map(principal_row).transpose();
+        if let (Some(inline), Some(cache)) = (&self.inline, &self.cache) {
+            let epoch = read_epoch(&inline.readers)?;
+            if let Some(p) = cache.principal(epoch, &id) {
+                return Ok(Some(p));
+            }
+            let rows = inline
+                .readers
+                .query(SQL_PRINCIPAL_AT_EPOCH, &[&id.to_string()])?;
+            let Some(row) = rows.first() else {
+                // Unknown ids are the caller's choice: not remembered, so they cannot churn it.
+                return Ok(None);
+            };
+            let p = principal_row(row)?;
+            cache.put_principal(row.col(PRINCIPAL_COLS)?, p.clone());
+            return Ok(Some(p));
         }
         let row = sqlx::query(SQL_PRINCIPAL)
             .bind(id.to_string())
@@ -1074,7 +1119,19 @@ impl Storage for SqliteStorage {
         digest: &NameDigest,
         version: Option<u64>,
     ) -> Result<(Resolution, Option<SecretRead>)> {
-        if let Some(inline) = &self.inline {
+        if let (Some(inline), Some(cache)) = (&self.inline, &self.cache) {
+            let key = ReadKey {
+                principal: who.principal,
+                user: who.user,
+                workspace: path.workspace.to_string(),
+                project: path.project.map(str::to_string),
+                environment: path.environment.map(str::to_string),
+                digest: *digest.as_bytes(),
+                version,
+            };
+            if let Some(hit) = cache.read(read_epoch(&inline.readers)?, &key) {
+                return Ok(hit);
+            }
             let principal = who.principal.to_string();
             let user = who.user.map(|u| u.to_string());
             let env = path.project.and(path.environment);
@@ -1096,7 +1153,12 @@ impl Storage for SqliteStorage {
                 }
             };
             let rows = inline.readers.query(sql, &params)?;
-            return fused_read(&rows);
+            let read = fused_read(&rows)?;
+            // No row: no such workspace, a name the caller chose; not remembered.
+            if let Some(row) = rows.first() {
+                cache.put_read(row.col(FUSED_EPOCH_COL)?, key, read.clone());
+            }
+            return Ok(read);
         }
         let q = match version {
             None => sqlx::query(SQL_RESOLVE_READ_HEAD),
@@ -1837,6 +1899,89 @@ mod tests {
         }
     }
 
+    /// The cached principal look-up and fused read follow a change made behind the server's
+    /// back (another connection, raw SQL): the triggers raise the read epoch with it.
+    #[tokio::test]
+    async fn cached_reads_follow_changes_made_by_other_connections() {
+        let (_dir, s) = store().await;
+        let f = super::super::suite::Fixture::new(&s).await;
+        f.write_one(&s, 1).await;
+        let path = NamePath {
+            workspace: "fixture-ws",
+            project: Some("api"),
+            environment: Some("prod"),
+        };
+        let d = NameDigest::try_from_slice(&[1; 32]).expect("32 bytes");
+        let read = || async { s.resolve_read(&f.who, &path, &d, None).await.expect("read") };
+        // Twice: the second answer comes from the cache.
+        let (res, first) = read().await;
+        assert_eq!(res.grants.len(), 1);
+        assert!(first.is_some());
+        assert!(read().await.1.is_some());
+        let who = s.principal(f.who.principal).await.expect("look-up");
+        assert!(who.expect("principal").revoked_at_ms.is_none());
+        assert!(s.principal(f.who.principal).await.expect("again").is_some());
+
+        let other =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", _dir.path().join("t.db").display()))
+                .await
+                .expect("second connection");
+        for sql in [
+            "UPDATE grants SET revoked_at = 5",
+            "UPDATE principals SET revoked_at = 5",
+        ] {
+            sqlx::query(sql).execute(&other).await.expect(sql);
+        }
+        let (res, _) = read().await;
+        assert!(
+            res.grants.is_empty(),
+            "a revoked grant is not served from the cache"
+        );
+        let who = s.principal(f.who.principal).await.expect("look-up");
+        assert_eq!(who.expect("principal").revoked_at_ms, Some(5));
+    }
+
+    /// Each table a cached read comes from raises the read epoch on insert, update and delete
+    /// (migrations/sqlite/0004_read_epoch.sql); a table added to those reads needs the same.
+    #[tokio::test]
+    async fn every_table_of_a_cached_read_raises_the_epoch() {
+        let (_dir, s) = store().await;
+        let mut read_tables: Vec<&str> = Vec::new();
+        for sql in [
+            SQL_PRINCIPAL_AT_EPOCH,
+            SQL_RESOLVE_READ_HEAD,
+            SQL_RESOLVE_READ_VERSION,
+        ] {
+            for word in sql.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                let known: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $1",
+                )
+                .bind(word)
+                .fetch_one(s.write_pool())
+                .await
+                .expect("schema");
+                if known == 1 && word != "read_epoch" && !read_tables.contains(&word) {
+                    read_tables.push(word);
+                }
+            }
+        }
+        assert!(read_tables.len() >= 9, "{read_tables:?}");
+        for table in read_tables {
+            for op in ["INSERT", "UPDATE", "DELETE"] {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = $1 \
+                     AND sql LIKE '%AFTER ' || $2 || ' ON%' AND sql LIKE '%read_epoch%'",
+                )
+                .bind(table)
+                .bind(op)
+                .fetch_one(s.write_pool())
+                .await
+                .expect("schema");
+                assert_eq!(n, 1, "{op} on {table} does not raise the read epoch");
+            }
+        }
+    }
+
     /// Every hot query must be served by an index on its leading columns: a full `SCAN` of a
     /// table whose size grows with other environments' or workspaces' data would make a read's
     /// cost depend on them (DESIGN.md §10).
@@ -1868,6 +2013,8 @@ mod tests {
             (SQL_STATE_AT_MS, 2),
             (SQL_ENV_VERSION_AT_MS, 2),
             (SQL_AUDIT_HEAD, 1),
+            (SQL_PRINCIPAL_AT_EPOCH, 1),
+            (SQL_READ_EPOCH, 0),
         ];
         for (sql, params) in queries {
             let text = format!("EXPLAIN QUERY PLAN {sql}");
