@@ -568,3 +568,139 @@ proptest! {
         prop_assert!(keyfile::decode(&bad, Some(pass.as_bytes())).is_err());
     }
 }
+
+/// How a signature is made for [`verify_agrees_with_dalek_verify_strict`]: an honest one, and
+/// the edge cases strict verification exists for.
+fn crafted_signature(
+    seed: &[u8; 32],
+    msg: &[u8],
+    case: u8,
+    r_seed: [u8; 64],
+    torsion: usize,
+) -> Vec<u8> {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+    let a = sk.to_scalar();
+    let a_bytes = sk.verifying_key().to_bytes();
+    let r = Scalar::from_bytes_mod_order_wide(&r_seed);
+    let t = EIGHT_TORSION[torsion % 8];
+    let k_for = |r_bytes: &[u8]| {
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(a_bytes);
+        h.update(msg);
+        Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+    };
+    let (r_bytes, s) = match case % 6 {
+        // Honest.
+        0 => {
+            let rb = (r * ED25519_BASEPOINT_POINT).compress().to_bytes();
+            (rb.to_vec(), r + k_for(&rb) * a)
+        }
+        // R with a small-order component: the honest s no longer satisfies the equation.
+        1 => {
+            let rb = (r * ED25519_BASEPOINT_POINT + t).compress().to_bytes();
+            (rb.to_vec(), r + k_for(&rb) * a)
+        }
+        // R itself of small order, with the s that makes sB - kA = R when R is the identity.
+        2 => {
+            let rb = t.compress().to_bytes();
+            (rb.to_vec(), k_for(&rb) * a)
+        }
+        // A non-canonical s (s + l, which plain Ed25519 implementations sometimes accept).
+        3 => {
+            let rb = (r * ED25519_BASEPOINT_POINT).compress().to_bytes();
+            let s = r + k_for(&rb) * a;
+            let mut sig = rb.to_vec();
+            let mut wide = [0u8; 33];
+            // l, the order of the base point, little-endian.
+            let l: [u8; 32] = [
+                0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+                0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ];
+            let mut carry = 0u16;
+            for i in 0..32 {
+                let v = u16::from(s.to_bytes()[i]) + u16::from(l[i]) + carry;
+                wide[i] = v as u8;
+                carry = v >> 8;
+            }
+            sig.extend_from_slice(&wide[..32]);
+            return sig;
+        }
+        // -R instead of R (or, for the rare tiny y, a non-canonical encoding of R).
+        4 => {
+            let mut rb = (r * ED25519_BASEPOINT_POINT).compress().to_bytes();
+            let y_small = rb[1..31].iter().all(|b| *b == 0) && rb[0] < 19 && rb[31] & 0x7f == 0;
+            if y_small {
+                rb[0] += 0xed;
+                rb[31] |= 0x7f;
+                rb[1..31].iter_mut().for_each(|b| *b = 0xff);
+            } else {
+                rb[31] ^= 0x80;
+            }
+            (rb.to_vec(), r + k_for(&rb) * a)
+        }
+        // Arbitrary bytes.
+        _ => (
+            r_seed[..32].to_vec(),
+            Scalar::from_bytes_mod_order_wide(&r_seed),
+        ),
+    };
+    let mut sig = r_bytes;
+    sig.extend_from_slice(&s.to_bytes());
+    sig
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// `VerifyingKey::verify` compares `R` in compressed form instead of decompressing it; it
+    /// must accept and refuse exactly what `ed25519_dalek`'s `verify_strict` does.
+    #[test]
+    fn verify_agrees_with_dalek_verify_strict(
+        seed in any::<[u8; 32]>(),
+        msg in proptest::collection::vec(any::<u8>(), 0..64),
+        case in any::<u8>(),
+        r_seed in proptest::array::uniform32(any::<u8>()).prop_flat_map(|a| {
+            proptest::array::uniform32(any::<u8>()).prop_map(move |b| {
+                let mut w = [0u8; 64];
+                w[..32].copy_from_slice(&a);
+                w[32..].copy_from_slice(&b);
+                w
+            })
+        }),
+        torsion in 0..8usize,
+    ) {
+        let sig = crafted_signature(&seed, &msg, case, r_seed, torsion);
+        let dalek_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        let dalek = ed25519_dalek::Signature::from_slice(&sig)
+            .map(|s| dalek_key.verify_strict(&msg, &s).is_ok())
+            .unwrap_or(false);
+        let ours = SigningKey::from_seed(&seed).verifying_key().verify(&msg, &sig).is_ok();
+        prop_assert_eq!(ours, dalek, "case {} torsion {}", case % 6, torsion);
+        if case % 6 == 0 {
+            prop_assert!(ours, "an honest signature verifies");
+        }
+        if case % 6 == 2 {
+            prop_assert!(!ours, "a small-order R is refused");
+        }
+    }
+}
+
+/// Every small-order `R` is refused even with the `s` that satisfies the cofactorless equation
+/// (the identity case), which plain (non-strict) verification would accept.
+#[test]
+fn small_order_r_is_refused_for_every_torsion_point() {
+    for torsion in 0..8 {
+        let sig = crafted_signature(&[7; 32], b"m", 2, [3; 64], torsion);
+        let vk = SigningKey::from_seed(&[7; 32]).verifying_key();
+        assert_eq!(
+            vk.verify(b"m", &sig),
+            Err(CryptoError::BadSignature),
+            "torsion {torsion}"
+        );
+    }
+}
