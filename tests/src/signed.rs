@@ -55,7 +55,9 @@ impl Signer {
             .expect("clock after 1970")
             .as_millis() as i64;
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // A CSPRNG seeded from the OS once per thread: a getrandom(2) per call would cost the
+        // load generator a system call per request.
+        rand::thread_rng().fill_bytes(&mut nonce);
         let sig = sign_request(&self.keys.signing, method, ts, &nonce, &msg.encode_to_vec());
         let mut md = MetadataMap::new();
         let v = |s: String| MetadataValue::try_from(s).expect("ASCII metadata");
