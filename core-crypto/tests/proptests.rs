@@ -704,3 +704,102 @@ fn small_order_r_is_refused_for_every_torsion_point() {
         );
     }
 }
+
+/// Encodings of small-order points besides the canonical ones: the "negative zero" sign bit on
+/// the two points with x = 0, and y + p for the two y values small enough to have one. Each is
+/// paired with the `s` that makes `[s]B - [k]A` the identity, and both verifiers refuse them all.
+#[test]
+fn non_canonical_small_order_r_encodings_are_refused_like_verify_strict() {
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    let seed = [11u8; 32];
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let a = sk.to_scalar();
+    let a_bytes = sk.verifying_key().to_bytes();
+    let msg = b"edge";
+    let mut encodings: Vec<[u8; 32]> = Vec::new();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut minus_one = [0xffu8; 32];
+    minus_one[0] = 0xec;
+    minus_one[31] = 0x7f;
+    for base in [identity, minus_one] {
+        let mut negative_zero = base;
+        negative_zero[31] |= 0x80;
+        encodings.push(negative_zero);
+    }
+    // y + p for y = 0 and y = 1 (p = 2^255 - 19).
+    for y in [0u8, 1] {
+        let mut e = [0xffu8; 32];
+        e[0] = 0xed + y;
+        e[31] = 0x7f;
+        encodings.push(e);
+    }
+    let dalek_key = sk.verifying_key();
+    let ours = SigningKey::from_seed(&seed).verifying_key();
+    for r in encodings {
+        let mut h = Sha512::new();
+        h.update(r);
+        h.update(a_bytes);
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut sig = r.to_vec();
+        sig.extend_from_slice(&(k * a).to_bytes());
+        let strict = ed25519_dalek::Signature::from_slice(&sig)
+            .map(|s| dalek_key.verify_strict(msg, &s).is_ok())
+            .unwrap_or(false);
+        assert!(!strict, "{r:02x?}");
+        assert_eq!(
+            ours.verify(msg, &sig),
+            Err(CryptoError::BadSignature),
+            "{r:02x?}"
+        );
+    }
+}
+
+/// A key with a small-order component (A + T) is not weak, so it parses; signatures over it
+/// either satisfy the cofactorless equation or not, and both verifiers must say the same.
+#[test]
+fn mixed_order_keys_verify_like_verify_strict() {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    let mut agreed_accepts = 0;
+    for (i, t) in EIGHT_TORSION.iter().enumerate().skip(1) {
+        for n in 0..16u8 {
+            let sk = ed25519_dalek::SigningKey::from_bytes(&[n.wrapping_add(40); 32]);
+            let a = sk.to_scalar();
+            let mixed = (a * ED25519_BASEPOINT_POINT + t).compress().to_bytes();
+            let r = Scalar::from_bytes_mod_order_wide(&[n.wrapping_add(i as u8); 64]);
+            let rb = (r * ED25519_BASEPOINT_POINT).compress().to_bytes();
+            let msg = [n, i as u8];
+            let mut h = Sha512::new();
+            h.update(rb);
+            h.update(mixed);
+            h.update(msg);
+            let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+            let mut sig = rb.to_vec();
+            sig.extend_from_slice(&(r + k * a).to_bytes());
+            let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(&mixed).expect("valid point");
+            let strict = dalek_key
+                .verify_strict(
+                    &msg,
+                    &ed25519_dalek::Signature::from_slice(&sig).expect("64 bytes"),
+                )
+                .is_ok();
+            let ours = zopp_crypto::keys::VerifyingKey::try_from_slice(&mixed)
+                .expect("a mixed-order key is not weak")
+                .verify(&msg, &sig)
+                .is_ok();
+            assert_eq!(ours, strict, "torsion {i}, key {n}");
+            agreed_accepts += usize::from(ours);
+        }
+    }
+    // [k]T vanishes when k is a multiple of T's order: some of these verify, most do not.
+    assert!(
+        agreed_accepts > 0 && agreed_accepts < 7 * 16,
+        "{agreed_accepts}"
+    );
+}

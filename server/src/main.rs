@@ -159,7 +159,8 @@ fn init_logging(format: LogFormat) {
     // Each event is formatted into one buffer and handed to one write(2). Through
     // `std::io::stderr` that write runs under the process-wide stderr lock, and with one log line
     // per call the runtime's threads queued on that lock under load; a duplicate of the
-    // descriptor takes no lock in user space, and the kernel still keeps each line whole.
+    // descriptor takes no lock in user space. The kernel still keeps each line whole on a file,
+    // and on a pipe up to PIPE_BUF (4 KiB; a call's line is a few hundred bytes).
     let writer = match std::io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => BoxMakeWriter::new(Arc::new(std::fs::File::from(fd))),
         Err(_) => BoxMakeWriter::new(std::io::stderr),

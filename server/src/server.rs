@@ -156,7 +156,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(zopp);
-    let server = router.serve_with_incoming_shutdown(accept(listener), signal);
+    let server = router.serve_with_incoming_shutdown(accept(listener, opts.tls.is_none()), signal);
     tokio::pin!(server);
     let drain_timeout = opts.drain_timeout;
     tokio::select! {
@@ -178,15 +178,15 @@ pub async fn serve(
 }
 
 /// Accepted sockets with `TCP_NODELAY` set (small gRPC frames must not wait for Nagle) and
-/// counted in the open-connections gauge.
-fn accept(listener: TcpListener) -> impl Stream<Item = io::Result<TrackedConn>> {
-    futures::stream::unfold(listener, |listener| async move {
+/// counted in the open-connections gauge; `gather` as [`TrackedConn`] says.
+fn accept(listener: TcpListener, gather: bool) -> impl Stream<Item = io::Result<TrackedConn>> {
+    futures::stream::unfold(listener, move |listener| async move {
         let next = match listener.accept().await {
             Ok((stream, _peer)) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
-                Ok(TrackedConn::new(stream))
+                Ok(TrackedConn::new(stream, gather))
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -214,15 +214,23 @@ const WRITE_BUFFER: usize = 32 * 1024;
 /// copy limit, so a typical response leaves in one write; the [`BufWriter`] in front gathers
 /// what h2 then hands over in pieces (a frame head, a large payload) until it flushes, so bulk
 /// responses do not pay a system call per piece either.
+///
+/// Under TLS none of this applies (h2 writes to rustls, which declares itself vectored), and
+/// rustls writes a failed handshake's alert without flushing it: such connections pass every
+/// write straight through, vectored as before, so the alert reaches the client.
 pub struct TrackedConn {
     inner: BufWriter<TcpStream>,
+    gather: bool,
 }
 
 impl TrackedConn {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: TcpStream, gather: bool) -> Self {
         metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
+        // A zero-capacity BufWriter forwards every write at once.
+        let capacity = if gather { WRITE_BUFFER } else { 0 };
         Self {
-            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            inner: BufWriter::with_capacity(capacity, inner),
+            gather,
         }
     }
 }
@@ -258,9 +266,16 @@ impl AsyncWrite for TrackedConn {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
     fn is_write_vectored(&self) -> bool {
-        // See the type's documentation: this is what makes h2 coalesce small frames.
-        false
+        // See the type's documentation: declaring no vectored writes makes h2 copy small frames.
+        !self.gather && self.inner.get_ref().is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)

@@ -22,8 +22,11 @@ use super::super::{PrincipalRecord, Resolution, SecretRead};
 
 /// Principals remembered before the cache starts over (a few hundred bytes each).
 const PRINCIPALS: usize = 4096;
-/// Secret reads remembered before the cache starts over (a few KiB each at most).
+/// Secret reads remembered before the cache starts over.
 const READS: usize = 1024;
+/// Largest envelope bytes (the version read plus its predecessor) a cached read may hold, so
+/// the cache stays within a few MiB: a read of a larger secret is answered, not remembered.
+const MAX_CACHED_ENVELOPES: usize = 4096;
 
 /// What a fused read was asked for: caller, names, secret and version.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -54,7 +57,13 @@ impl<K: Eq + Hash, V: Clone> Generation<K, V> {
         }
     }
 
-    fn get(&self, epoch: i64, key: &K) -> Option<V> {
+    fn get(&mut self, epoch: i64, key: &K) -> Option<V> {
+        if epoch < self.epoch {
+            // The counter went back: the file was replaced in place (a restore) or edited.
+            // Nothing remembered can be trusted once it climbs to the same values again.
+            self.map.clear();
+            self.epoch = epoch;
+        }
         if self.epoch != epoch {
             return None;
         }
@@ -63,7 +72,8 @@ impl<K: Eq + Hash, V: Clone> Generation<K, V> {
 
     fn put(&mut self, epoch: i64, key: K, value: V, capacity: usize) {
         if epoch < self.epoch {
-            // Read before a change another reader has already seen.
+            // Read before a change another reader has already seen (or the counter went back,
+            // which the next look-up notices).
             return;
         }
         if epoch > self.epoch {
@@ -106,9 +116,17 @@ impl ReadCache {
         crate::lock(&self.reads).get(epoch, key)
     }
 
-    /// Remembers a fused read made in a snapshot at `epoch`.
+    /// Remembers a fused read made in a snapshot at `epoch`, unless its envelopes are large.
     pub(super) fn put_read(&self, epoch: i64, key: ReadKey, value: ReadValue) {
-        crate::lock(&self.reads).put(epoch, key, value, READS);
+        let envelopes = value.1.as_ref().map_or(0, |r| {
+            r.secret.envelope.as_bytes().len()
+                + r.previous
+                    .as_ref()
+                    .map_or(0, |p| p.envelope.as_bytes().len())
+        });
+        if envelopes <= MAX_CACHED_ENVELOPES {
+            crate::lock(&self.reads).put(epoch, key, value, READS);
+        }
     }
 }
 
@@ -143,9 +161,24 @@ mod tests {
         let c = ReadCache::new();
         c.put_read(8, key(1), (Resolution::default(), None));
         c.put_read(7, key(2), (Resolution::default(), None));
-        assert!(c.read(7, &key(2)).is_none());
-        assert!(c.read(8, &key(2)).is_none());
+        assert!(c.read(8, &key(2)).is_none(), "the older read was dropped");
         assert!(c.read(8, &key(1)).is_some(), "the newer one stays");
+    }
+
+    #[test]
+    fn a_counter_that_went_back_empties_the_cache() {
+        let c = ReadCache::new();
+        c.put_read(9, key(1), (Resolution::default(), None));
+        assert!(c.read(5, &key(1)).is_none(), "a restored file starts over");
+        c.put_read(5, key(2), (Resolution::default(), None));
+        assert!(
+            c.read(9, &key(1)).is_none(),
+            "nothing from before the restore comes back"
+        );
+        assert!(
+            c.read(5, &key(2)).is_some(),
+            "the restored file's own reads are kept"
+        );
     }
 
     #[test]
