@@ -121,9 +121,10 @@ impl InlineReaders {
     ///
     /// First free, not round robin: every commit (one per audit batch, many per second under
     /// load) empties the page cache of each connection, and the next read on it fetches its
-    /// pages again with `pread`. Reads only ever run on as many connections at once as there
-    /// are runtime threads, so packing them onto the lowest ones refills two caches per commit
-    /// on two cores instead of all of them.
+    /// pages again with `pread`. The hot reads run on the runtime's threads, so at most that
+    /// many use a connection at once (plus the occasional environment snapshot on a blocking
+    /// thread); packing them onto the lowest connections refills about one cache per runtime
+    /// thread per commit instead of one per connection.
     fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
         for c in &self.conns {
             match c.try_lock() {
