@@ -77,23 +77,12 @@ impl VerifyingKey {
     /// point, and the canonical encodings of the eight small-order points are refused by value.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
         use curve25519_dalek::edwards::EdwardsPoint;
-        use curve25519_dalek::scalar::Scalar;
-        use sha2::{Digest, Sha512};
 
-        let sig: &[u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| CryptoError::BadSignature)?;
-        let (r, s) = sig.split_at(32);
-        let s: [u8; 32] = s.try_into().map_err(|_| CryptoError::BadSignature)?;
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))
-            .ok_or(CryptoError::BadSignature)?;
+        let (r, s) = split_signature(sig)?;
         if small_order_encodings().iter().any(|e| e == r) {
             return Err(CryptoError::BadSignature);
         }
-        let a = self.0.to_bytes();
-        let mut h = Sha512::new();
-        h.update(r);
-        h.update(a);
-        h.update(msg);
-        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let k = challenge(r, &self.0.to_bytes(), msg);
         let minus_a = -self.0.to_edwards();
         let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s);
         if expected.compress().as_bytes()[..] == *r {
@@ -115,6 +104,28 @@ impl VerifyingKey {
             .collect::<Vec<_>>()
             .join("-")
     }
+}
+
+/// Splits an Ed25519 signature into the bytes of `R` and the scalar `s`, which must be
+/// canonical (below the group order).
+fn split_signature(sig: &[u8]) -> Result<(&[u8], curve25519_dalek::scalar::Scalar)> {
+    use curve25519_dalek::scalar::Scalar;
+    let sig: &[u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| CryptoError::BadSignature)?;
+    let (r, s) = sig.split_at(32);
+    let s: [u8; 32] = s.try_into().map_err(|_| CryptoError::BadSignature)?;
+    let s =
+        Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).ok_or(CryptoError::BadSignature)?;
+    Ok((r, s))
+}
+
+/// Ed25519's challenge `k = SHA-512(R ‖ A ‖ M) mod ℓ`.
+fn challenge(r: &[u8], a: &[u8; 32], msg: &[u8]) -> curve25519_dalek::scalar::Scalar {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update(r);
+    h.update(a);
+    h.update(msg);
+    curve25519_dalek::scalar::Scalar::from_bytes_mod_order_wide(&h.finalize().into())
 }
 
 /// The canonical encodings of the eight points of small order (the 8-torsion subgroup).
@@ -180,7 +191,6 @@ pub fn verify_batch_grouped(
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
     use curve25519_dalek::scalar::Scalar;
     use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-    use sha2::{Digest, Sha512};
 
     let n = msgs.len();
     if sigs.len() != n || keys.len() != n {
@@ -200,21 +210,13 @@ pub fn verify_batch_grouped(
     let mut key_terms: std::collections::HashMap<[u8; 32], (EdwardsPoint, Scalar)> =
         std::collections::HashMap::new();
     for (i, ((msg, sig), key)) in msgs.iter().zip(sigs).zip(keys).enumerate() {
-        let sig: &[u8; SIGNATURE_LEN] = (*sig).try_into().map_err(|_| CryptoError::BadSignature)?;
-        let (r_bytes, s_bytes) = sig.split_at(32);
+        let (r_bytes, s) = split_signature(sig)?;
         let r = CompressedEdwardsY::from_slice(r_bytes)
             .ok()
             .and_then(|r| r.decompress())
             .ok_or(CryptoError::BadSignature)?;
-        let s_bytes: [u8; 32] = s_bytes.try_into().map_err(|_| CryptoError::BadSignature)?;
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))
-            .ok_or(CryptoError::BadSignature)?;
         let a_bytes = key.0.to_bytes();
-        let mut h = Sha512::new();
-        h.update(r_bytes);
-        h.update(a_bytes);
-        h.update(msg);
-        let hram = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let hram = challenge(r_bytes, &a_bytes, msg);
         let mut z = [0u8; 16];
         z.copy_from_slice(&coefficients[16 * i..16 * (i + 1)]);
         let z = Scalar::from(u128::from_le_bytes(z));

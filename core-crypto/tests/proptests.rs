@@ -569,6 +569,21 @@ proptest! {
     }
 }
 
+/// Ed25519's challenge `k = SHA-512(R ‖ A ‖ M) mod ℓ`, for crafting signatures by hand.
+fn challenge(r: &[u8], a: &[u8], msg: &[u8]) -> curve25519_dalek::scalar::Scalar {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update(r);
+    h.update(a);
+    h.update(msg);
+    curve25519_dalek::scalar::Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+}
+
+/// What `ed25519_dalek`'s `verify_strict` says of `sig` (false when it does not even parse).
+fn dalek_strict(key: &ed25519_dalek::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+    ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| key.verify_strict(msg, &s).is_ok())
+}
+
 /// How a signature is made for [`verify_agrees_with_dalek_verify_strict`]: an honest one, and
 /// the edge cases strict verification exists for.
 fn crafted_signature(
@@ -580,20 +595,13 @@ fn crafted_signature(
 ) -> Vec<u8> {
     use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
     use curve25519_dalek::scalar::Scalar;
-    use sha2::{Digest, Sha512};
 
     let sk = ed25519_dalek::SigningKey::from_bytes(seed);
     let a = sk.to_scalar();
     let a_bytes = sk.verifying_key().to_bytes();
     let r = Scalar::from_bytes_mod_order_wide(&r_seed);
     let t = EIGHT_TORSION[torsion % 8];
-    let k_for = |r_bytes: &[u8]| {
-        let mut h = Sha512::new();
-        h.update(r_bytes);
-        h.update(a_bytes);
-        h.update(msg);
-        Scalar::from_bytes_mod_order_wide(&h.finalize().into())
-    };
+    let k_for = |r_bytes: &[u8]| challenge(r_bytes, &a_bytes, msg);
     let (r_bytes, s) = match case % 6 {
         // Honest.
         0 => {
@@ -676,9 +684,7 @@ proptest! {
     ) {
         let sig = crafted_signature(&seed, &msg, case, r_seed, torsion);
         let dalek_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-        let dalek = ed25519_dalek::Signature::from_slice(&sig)
-            .map(|s| dalek_key.verify_strict(&msg, &s).is_ok())
-            .unwrap_or(false);
+        let dalek = dalek_strict(&dalek_key, &msg, &sig);
         let ours = SigningKey::from_seed(&seed).verifying_key().verify(&msg, &sig).is_ok();
         prop_assert_eq!(ours, dalek, "case {} torsion {}", case % 6, torsion);
         if case % 6 == 0 {
@@ -710,9 +716,6 @@ fn small_order_r_is_refused_for_every_torsion_point() {
 /// paired with the `s` that makes `[s]B - [k]A` the identity, and both verifiers refuse them all.
 #[test]
 fn non_canonical_small_order_r_encodings_are_refused_like_verify_strict() {
-    use curve25519_dalek::scalar::Scalar;
-    use sha2::{Digest, Sha512};
-
     let seed = [11u8; 32];
     let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
     let a = sk.to_scalar();
@@ -739,16 +742,10 @@ fn non_canonical_small_order_r_encodings_are_refused_like_verify_strict() {
     let dalek_key = sk.verifying_key();
     let ours = SigningKey::from_seed(&seed).verifying_key();
     for r in encodings {
-        let mut h = Sha512::new();
-        h.update(r);
-        h.update(a_bytes);
-        h.update(msg);
-        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let k = challenge(&r, &a_bytes, msg);
         let mut sig = r.to_vec();
         sig.extend_from_slice(&(k * a).to_bytes());
-        let strict = ed25519_dalek::Signature::from_slice(&sig)
-            .map(|s| dalek_key.verify_strict(msg, &s).is_ok())
-            .unwrap_or(false);
+        let strict = dalek_strict(&dalek_key, msg, &sig);
         assert!(!strict, "{r:02x?}");
         assert_eq!(
             ours.verify(msg, &sig),
@@ -764,7 +761,6 @@ fn non_canonical_small_order_r_encodings_are_refused_like_verify_strict() {
 fn mixed_order_keys_verify_like_verify_strict() {
     use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
     use curve25519_dalek::scalar::Scalar;
-    use sha2::{Digest, Sha512};
 
     let mut agreed_accepts = 0;
     for (i, t) in EIGHT_TORSION.iter().enumerate().skip(1) {
@@ -775,20 +771,11 @@ fn mixed_order_keys_verify_like_verify_strict() {
             let r = Scalar::from_bytes_mod_order_wide(&[n.wrapping_add(i as u8); 64]);
             let rb = (r * ED25519_BASEPOINT_POINT).compress().to_bytes();
             let msg = [n, i as u8];
-            let mut h = Sha512::new();
-            h.update(rb);
-            h.update(mixed);
-            h.update(msg);
-            let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+            let k = challenge(&rb, &mixed, &msg);
             let mut sig = rb.to_vec();
             sig.extend_from_slice(&(r + k * a).to_bytes());
             let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(&mixed).expect("valid point");
-            let strict = dalek_key
-                .verify_strict(
-                    &msg,
-                    &ed25519_dalek::Signature::from_slice(&sig).expect("64 bytes"),
-                )
-                .is_ok();
+            let strict = dalek_strict(&dalek_key, &msg, &sig);
             let ours = zopp_crypto::keys::VerifyingKey::try_from_slice(&mixed)
                 .expect("a mixed-order key is not weak")
                 .verify(&msg, &sig)

@@ -57,9 +57,6 @@ pub struct SqliteStorage {
     /// Held by every write transaction of this server (sqlx's or the inline writer's), so they
     /// take SQLite's write lock one at a time and never wait in its busy handler.
     write_gate: Arc<tokio::sync::Mutex<()>>,
-    /// Principal look-ups and fused secret reads, kept while the rows they came from are
-    /// unchanged (file databases only: it is checked on the inline readers).
-    cache: Option<ReadCache>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -134,6 +131,7 @@ impl SqliteStorage {
                     BUSY_TIMEOUT,
                 )?),
                 writer: Arc::new(InlineWriter::open(&file, BUSY_TIMEOUT)?),
+                cache: ReadCache::new(),
             })
         } else {
             None
@@ -141,7 +139,6 @@ impl SqliteStorage {
         Ok(Self {
             writer,
             reader,
-            cache: inline.as_ref().map(|_| ReadCache::new()),
             inline,
             write_gate: Arc::default(),
         })
@@ -177,6 +174,9 @@ struct Inline {
     readers: Arc<InlineReaders>,
     /// Commits group-committed audit batches without sqlx's per-statement thread hand-offs.
     writer: Arc<InlineWriter>,
+    /// Principal look-ups and fused secret reads, kept while the rows they came from are
+    /// unchanged (checked on the readers).
+    cache: ReadCache,
 }
 
 /// A write transaction holding the server's write gate until it commits or is dropped.
@@ -259,27 +259,41 @@ fn sat_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-const PRINCIPAL_SELECT: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.name, \
-     p.signing_key, p.agreement_key, p.admitted_by, p.admission_signature, p.created_at, \
-     p.revoked_at, p.expires_at FROM principals p LEFT JOIN users u ON u.id = p.user_id";
-
-const SQL_PRINCIPAL: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.name, \
-     p.signing_key, p.agreement_key, p.admitted_by, p.admission_signature, p.created_at, \
-     p.revoked_at, p.expires_at FROM principals p LEFT JOIN users u ON u.id = p.user_id \
-     WHERE p.id = $1";
-
-/// Columns of a principal row (`PRINCIPAL_SELECT`).
-const PRINCIPAL_COLS: usize = 12;
+macro_rules! principal_cols {
+    () => {
+        "p.id, p.user_id, p.workspace_id, u.email, p.name, p.signing_key, p.agreement_key, \
+         p.admitted_by, p.admission_signature, p.created_at, p.revoked_at, p.expires_at"
+    };
+}
 
 // The read epoch (migrations/sqlite/0004_read_epoch.sql): raised in the same transaction as
-// any change to the rows a cached read comes from.
-const SQL_READ_EPOCH: &str = "SELECT n FROM read_epoch WHERE id = 1";
+// any change to the rows a cached read comes from. Cached statements select it as their last
+// column, so a result carries the epoch of its own snapshot.
+macro_rules! read_epoch_col {
+    () => {
+        "(SELECT n FROM read_epoch WHERE id = 1)"
+    };
+}
 
-/// `SQL_PRINCIPAL` with the read epoch of its snapshot after the principal's columns.
-const SQL_PRINCIPAL_AT_EPOCH: &str = "SELECT p.id, p.user_id, p.workspace_id, u.email, p.name, \
-     p.signing_key, p.agreement_key, p.admitted_by, p.admission_signature, p.created_at, \
-     p.revoked_at, p.expires_at, (SELECT n FROM read_epoch WHERE id = 1) \
-     FROM principals p LEFT JOIN users u ON u.id = p.user_id WHERE p.id = $1";
+const PRINCIPAL_SELECT: &str = concat!(
+    "SELECT ",
+    principal_cols!(),
+    " FROM principals p LEFT JOIN users u ON u.id = p.user_id"
+);
+
+/// One principal, with the read epoch after its columns.
+const SQL_PRINCIPAL: &str = concat!(
+    "SELECT ",
+    principal_cols!(),
+    ", ",
+    read_epoch_col!(),
+    " FROM principals p LEFT JOIN users u ON u.id = p.user_id WHERE p.id = $1"
+);
+
+/// Columns of a principal row (`principal_cols!`).
+const PRINCIPAL_COLS: usize = 12;
+
+const SQL_READ_EPOCH: &str = "SELECT n FROM read_epoch WHERE id = 1";
 
 /// The current read epoch, on an inline reader.
 fn read_epoch(readers: &InlineReaders) -> Result<i64> {
@@ -540,7 +554,8 @@ const SQL_RESOLVE_READ_HEAD: &str = concat!(
     resolve_cols!(),
     ", ",
     read_cols!(),
-    ", (SELECT n FROM read_epoch WHERE id = 1)",
+    ", ",
+    read_epoch_col!(),
     resolve_from!(),
     " LEFT JOIN secret_heads h ON h.environment_id = e.id AND h.name_digest = $6 \
      LEFT JOIN secret_versions v ON v.environment_id = h.environment_id \
@@ -554,7 +569,8 @@ const SQL_RESOLVE_READ_VERSION: &str = concat!(
     resolve_cols!(),
     ", ",
     read_cols!(),
-    ", (SELECT n FROM read_epoch WHERE id = 1)",
+    ", ",
+    read_epoch_col!(),
     resolve_from!(),
     " LEFT JOIN secret_versions v ON v.environment_id = e.id AND v.name_digest = $6 \
      AND v.version = $7",
@@ -1044,14 +1060,13 @@ impl Storage for SqliteStorage {
     }
 
     async fn principal(&self, id: PrincipalId) -> Result<Option<PrincipalRecord>> {
-        if let (Some(inline), Some(cache)) = (&self.inline, &self.cache) {
+        if let Some(inline) = &self.inline {
+            let cache = &inline.cache;
             let epoch = read_epoch(&inline.readers)?;
             if let Some(p) = cache.principal(epoch, &id) {
                 return Ok(Some(p));
             }
-            let rows = inline
-                .readers
-                .query(SQL_PRINCIPAL_AT_EPOCH, &[&id.to_string()])?;
+            let rows = inline.readers.query(SQL_PRINCIPAL, &[&id.to_string()])?;
             let Some(row) = rows.first() else {
                 // Unknown ids are the caller's choice: not remembered, so they cannot churn it.
                 return Ok(None);
@@ -1119,7 +1134,8 @@ impl Storage for SqliteStorage {
         digest: &NameDigest,
         version: Option<u64>,
     ) -> Result<(Resolution, Option<SecretRead>)> {
-        if let (Some(inline), Some(cache)) = (&self.inline, &self.cache) {
+        if let Some(inline) = &self.inline {
+            let cache = &inline.cache;
             let key = ReadKey {
                 principal: who.principal,
                 user: who.user,
@@ -1948,7 +1964,7 @@ mod tests {
         let (_dir, s) = store().await;
         let mut read_tables: Vec<&str> = Vec::new();
         for sql in [
-            SQL_PRINCIPAL_AT_EPOCH,
+            SQL_PRINCIPAL,
             SQL_RESOLVE_READ_HEAD,
             SQL_RESOLVE_READ_VERSION,
         ] {
@@ -2013,7 +2029,7 @@ mod tests {
             (SQL_STATE_AT_MS, 2),
             (SQL_ENV_VERSION_AT_MS, 2),
             (SQL_AUDIT_HEAD, 1),
-            (SQL_PRINCIPAL_AT_EPOCH, 1),
+            (SQL_PRINCIPAL, 1),
             (SQL_READ_EPOCH, 0),
         ];
         for (sql, params) in queries {

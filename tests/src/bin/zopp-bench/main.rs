@@ -115,33 +115,31 @@ fn main() {
     };
     let json_out = flag_value("--json");
     let postgres = args.iter().any(|a| a == "--postgres");
-    let replicas: usize = flag_value("--replicas").map_or(1, |n| {
-        n.parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .expect("--replicas takes a positive number")
-    });
+    // A flag's number, which must be above zero.
+    let positive = |flag: &str| {
+        flag_value(flag).map(|v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && v.is_finite())
+                .unwrap_or_else(|| panic!("{flag} takes a positive number"))
+        })
+    };
+    let count = |flag: &str| {
+        positive(flag).map(|n| {
+            assert!(n.fract() == 0.0, "{flag} takes a whole number");
+            n as usize
+        })
+    };
+    let replicas = count("--replicas").unwrap_or(1);
     let run = if quick {
         THROUGHPUT_RUN.1
     } else {
         THROUGHPUT_RUN.0
     };
     let load = throughput::Load {
-        run: flag_value("--seconds").map_or(run, |s| {
-            Duration::from_secs_f64(
-                s.parse()
-                    .ok()
-                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
-                    .expect("--seconds takes a positive number"),
-            )
-        }),
+        run: positive("--seconds").map_or(run, Duration::from_secs_f64),
         reads_only: args.iter().any(|a| a == "--reads-only"),
-        clients: flag_value("--clients").map(|n| {
-            n.parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .expect("--clients takes a positive number")
-        }),
+        clients: count("--clients"),
     };
 
     let figures = if postgres {
@@ -390,11 +388,7 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
         &server.metrics_addr.iter().cloned().collect::<Vec<_>>(),
         user.home.path(),
         env,
-        &throughput::Load {
-            run,
-            reads_only: false,
-            clients: None,
-        },
+        &throughput::Load::all(run),
     ));
     figures
 }

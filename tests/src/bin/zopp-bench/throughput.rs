@@ -57,6 +57,17 @@ pub struct Load {
     pub clients: Option<usize>,
 }
 
+impl Load {
+    /// Every run, `run` long each.
+    pub fn all(run: Duration) -> Self {
+        Self {
+            run,
+            reads_only: false,
+            clients: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read,
