@@ -54,3 +54,6 @@ cargo nextest run --workspace --locked --no-fail-fast --failure-output final "$@
 log "zopp-crypto without the fast-strict-verify feature"
 cargo nextest run -p zopp-crypto --no-default-features --locked --no-fail-fast --failure-output final
 
+# --- Fuzzing: every cargo-fuzz target, briefly (ZOPP_FUZZ_SECONDS each, default 10).
+log "fuzzing"
+bash scripts/fuzz.sh
