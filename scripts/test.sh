@@ -31,6 +31,13 @@ fi
 # --- Tools.
 command -v cargo-nextest >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
 
+# kubectl: the platform tests (tests/tests/platform.rs) drive the real client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  log "installing kubectl"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+fi
+
 # --- Static checks.
 log "cargo fmt --check"
 cargo fmt --all -- --check
