@@ -46,7 +46,8 @@ cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION" || 
   log "installing cargo-deny $CARGO_DENY_VERSION"
   cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
 }
-cargo audit --version 2>/dev/null | grep -qx "cargo-audit $CARGO_AUDIT_VERSION" || {
+# (It prints its name oddly, `cargo-audit-audit 0.22.2`: match the version only.)
+cargo audit --version 2>/dev/null | grep -q " $CARGO_AUDIT_VERSION\$" || {
   log "installing cargo-audit $CARGO_AUDIT_VERSION"
   cargo install --locked cargo-audit --version "$CARGO_AUDIT_VERSION"
 }
