@@ -186,7 +186,8 @@ pub fn check(v: &Value) -> Result<(), String> {
         "keyfile.seal" => keyfile_seal(&inputs, &out),
         "keyfile.decode" => keyfile_decode(&inputs, &out, expected),
         "token.parse" => token_parse(&inputs, &out, expected),
-        other => Err(format!("unknown operation `{other}`")),
+        other => super::statements::check(other, inputs.0, out.0, expected)
+            .unwrap_or_else(|| Err(format!("unknown operation `{other}`"))),
     }
 }
 

@@ -158,6 +158,7 @@ pub fn all() -> Vec<Vector> {
     audits(&mut v);
     key_files(&mut v);
     tokens(&mut v);
+    super::statements::generate(&mut v);
     super::adversarial::all(&mut v);
     v
 }

@@ -10,6 +10,7 @@ mod check;
 mod generate;
 mod json;
 mod reference;
+mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
