@@ -896,7 +896,63 @@ def op_token_parse(i):
     }
 
 
+def op_key_commitment(i):
+    ctx = key_context(i["kind"], hx(i, "id"), i["epoch"])
+    return {"commitment": hmac.new(hx(i, "key"), b"zopp/v1/key-commitment" + ctx, hashlib.sha256).digest()}
+
+
+# §13.2: label -> the claim's layout after workspace_id and signer_id.
+STATEMENT_CLAIMS = {
+    b"zopp/v1/key-scope": ("ctx", "gen", "hash"),
+    b"zopp/v1/key-grant": ("ctx", "gen", "role", "id", "hash"),
+    b"zopp/v1/key-child": ("ctx", "gen", "ctx", "gen", "hash"),
+    b"zopp/v1/key-invite": ("ctx", "gen", "role", "id", "hash"),
+}
+FIELD_LEN = {"ctx": 21, "gen": 4, "role": 1, "id": 16, "hash": 32}
+
+
+def decode_statement(b):
+    """§13.2: the label decides the layout and length; then every field's own rules."""
+    label = next((lab for lab in STATEMENT_CLAIMS if b.startswith(lab)), None)
+    if label is None:
+        raise Refused(UNSUPPORTED_FORMAT)
+    layout = STATEMENT_CLAIMS[label]
+    if len(b) != len(label) + 32 + sum(FIELD_LEN[f] for f in layout):
+        raise Refused(MALFORMED)
+    workspace, signer = b[len(label) : len(label) + 16], b[len(label) + 16 : len(label) + 32]
+    pos, ctx = len(label) + 32, None
+    for f in layout:
+        field = b[pos : pos + FIELD_LEN[f]]
+        pos += FIELD_LEN[f]
+        if f == "ctx":
+            kind, epoch = field[0], int.from_bytes(field[17:21], "big")
+            if kind not in (1, 2, 3) or epoch == 0 or (kind != 3 and epoch != 1):
+                raise Refused(MALFORMED)
+            ctx = (kind, epoch)
+        elif f == "gen":
+            gen = int.from_bytes(field, "big")
+            if gen == 0 or (ctx[0] == 3 and gen != ctx[1]):
+                raise Refused(MALFORMED)
+        elif f == "role" and field[0] not in (1, 2, 3):
+            raise Refused(MALFORMED)
+    if label == b"zopp/v1/key-invite" and b[len(label) + 32] != 1:
+        raise Refused(MALFORMED)  # an invite names a workspace context
+    return workspace, signer
+
+
+def op_key_statement_verify(i):
+    statement, sig = hx(i, "statement"), hx(i, "signature")
+    workspace, signer = decode_statement(statement)
+    if len(sig) != 64:
+        raise Refused(MALFORMED)
+    ed25519_verify(hx(i, "signer_key"), statement, sig)
+    check_seed(hx(i, "signer_seed"), hx(i, "signer_key"), statement, sig)
+    return {"workspace_id": workspace, "signer_id": signer}
+
+
 OPERATIONS = {
+    "key.commitment": op_key_commitment,
+    "key-statement.verify": op_key_statement_verify,
     "name.digest": op_name_digest,
     "envelope.seal": op_envelope_seal,
     "envelope.open": op_envelope_open,
