@@ -22,6 +22,7 @@ pub mod fallback;
 pub mod files;
 pub mod home;
 pub mod invites;
+pub mod names;
 mod pins;
 pub mod principals;
 pub mod resolve;
