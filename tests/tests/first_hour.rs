@@ -844,7 +844,7 @@ fn member_remove_takes_every_grant_and_rotates_only_what_it_may() {
     );
     assert_eq!(done.removed.len(), 2, "{done:?}");
     assert!(done.not_removed.is_empty());
-    assert_eq!(done.principals, [bob_device.clone()]);
+    assert_eq!(done.principals, [bob_device]);
     let mut readable: Vec<(String, Vec<String>)> = done
         .readable
         .iter()
