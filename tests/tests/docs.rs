@@ -348,8 +348,8 @@ impl Sandbox {
             }
         });
         let mut sh = Shell { child, lines: rx };
-        // Commands' stderr joins stdout so that output reads in order; stdin is empty.
-        sh.send("exec 2>&1 </dev/null; set -o pipefail");
+        // Commands' stderr joins stdout so that output reads in order.
+        sh.send("exec 2>&1; set -o pipefail");
         sh
     }
 
@@ -394,7 +394,10 @@ impl Shell {
 
     /// Runs one command; returns its exit status (-2 on timeout) and what it printed.
     fn command(&mut self, cmd: &str) -> (i32, String) {
-        self.send(&format!("{cmd}\nprintf '\\n{SENTINEL} %s\\n' \"$?\""));
+        // A group, so that variables and `export`s stay in this shell; stdin is empty.
+        self.send(&format!(
+            "{{ {cmd}\n}} </dev/null\nprintf '\\n{SENTINEL} %s\\n' \"$?\""
+        ));
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         let mut out = String::new();
         loop {
@@ -412,7 +415,10 @@ impl Shell {
                     out.push_str(&line);
                     out.push('\n');
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return (-3, format!("{out}(the shell exited)"));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = zopp_tests::signal_group(
                         self.child.id(),
                         nix::sys::signal::Signal::SIGKILL,
