@@ -57,6 +57,9 @@ pub struct GlobalArgs {
     /// Output format [env: ZOPP_OUTPUT] [default: human]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
+    /// Print tables without their header line (headers are printed by default, piped too)
+    #[arg(long, global = true)]
+    pub no_header: bool,
 }
 
 /// How results are printed on stdout.
@@ -101,6 +104,10 @@ pub enum Command {
     /// Create, list and revoke single-use workspace invites
     #[command(subcommand)]
     Invite(crate::cmd::invite::InviteCommand),
+    /// Offboard a user: remove every grant they hold in a workspace, list what they could read,
+    /// rotate what you may
+    #[command(subcommand)]
+    Member(crate::cmd::member::MemberCommand),
     /// Service principals and their tokens, your devices, revocation and fingerprints
     #[command(subcommand)]
     Principal(crate::cmd::principal::PrincipalCommand),
@@ -159,6 +166,12 @@ pub struct SetRetentionArgs {
     /// Keep every version again (the default)
     #[arg(long)]
     pub keep_all: bool,
+    /// Show what the new limit would prune without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal and the limit prunes)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `zopp environment restore`.
@@ -170,6 +183,9 @@ pub struct EnvironmentRestoreArgs {
     /// Show what would change without writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `zopp join`.

@@ -23,6 +23,7 @@ pub mod files;
 pub mod home;
 pub mod invites;
 pub mod kubefile;
+pub mod names;
 mod pins;
 pub mod platform;
 pub mod principals;

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keyfile;
 pub mod keys;
 pub mod local;
+pub mod locator;
 pub mod sign;
 pub mod statement;
 pub mod token;
