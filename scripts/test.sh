@@ -31,11 +31,24 @@ fi
 # --- Tools.
 command -v cargo-nextest >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
 
+# kubectl: the platform tests (tests/tests/platform.rs) drive the real client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  log "installing kubectl"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+fi
+
 # --- Static checks.
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# --- The format spec, checked by a second implementation written from FORMAT.md alone (pure
+# Python, standard library only) against every committed vector.
+command -v python3 >/dev/null 2>&1 || { log "installing python3"; as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
+log "threat-model/check_vectors.py"
+python3 threat-model/check_vectors.py
 
 # --- Supply chain, offline: licenses, banned and duplicate crates, sources, and advisories from
 # the RustSec snapshot next to the checkout (docs/dependencies.md). Installing the tools takes
@@ -80,3 +93,9 @@ log "building"
 cargo build --workspace --bins --locked
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final "$@"
+
+# --- zopp-crypto again with its hand-written strict Ed25519 verification turned off: the
+# ed25519-dalek `verify_strict` fallback must pass the same tests and vectors.
+log "zopp-crypto without the fast-strict-verify feature"
+cargo nextest run -p zopp-crypto --no-default-features --locked --no-fail-fast --failure-output final
+
