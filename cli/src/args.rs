@@ -294,13 +294,15 @@ pub struct SecretSetArgs {
     /// history). Asked for on a terminal when omitted
     #[arg(conflicts_with = "file", value_name = "VALUE|-")]
     pub value: Option<OsString>,
-    /// Read the value from this file, byte for byte
+    /// Read the value from this file, byte for byte (one secret: not with KEY=VALUE pairs)
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Write only if the secret is still at this version (0: only if it does not exist)
+    /// Write only if the secret is still at this version (0: only if it does not exist; one
+    /// secret: pairs take --if-env-version)
     #[arg(long, value_name = "N", conflicts_with = "if_env_version")]
     pub if_version: Option<u64>,
-    /// More KEY=VALUE pairs: `zopp secret set A=1 B=2` sets several secrets in one write
+    /// More KEY=VALUE pairs: `zopp secret set A=1 B=2` sets several secrets in one write (when
+    /// the first argument is KEY=VALUE too; `KEY VALUE A=1` is refused)
     #[arg(value_name = "KEY=VALUE", conflicts_with = "file")]
     pub more: Vec<OsString>,
     /// Write only if the environment is still at this version (all keys or none)

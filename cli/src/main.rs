@@ -84,7 +84,12 @@ fn json_asked(flag: Option<OutputFormat>) -> bool {
 
 /// [`json_asked`] for a command line clap refused: its `--output` is looked for by hand.
 fn json_asked_in_argv() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // args_os: `std::env::args` panics on an argument that is not UTF-8, which is exactly the
+    // kind of command line clap refuses and this function then reads.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut flag = None;
     for (i, a) in args.iter().enumerate() {
         if a == "--" {

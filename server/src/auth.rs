@@ -316,7 +316,9 @@ impl Authenticator {
         let signature: [u8; SIGNATURE_LEN] = hex_array(metadata(md, MD_SIGNATURE)?, MD_SIGNATURE)?;
 
         let now = self.clock.now_ms();
-        if timestamp_ms.saturating_sub(now).abs() > MAX_SKEW_MS {
+        // abs_diff: `(i64::MIN - now).abs()` overflows (a panic in debug builds, and in release
+        // a negative distance that passed this check).
+        if timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
             return Err(AuthError::Skew.into());
         }
 

@@ -108,6 +108,60 @@ pub struct TestServer {
     pub log_path: PathBuf,
     /// The PostgreSQL database, when running on one (kept alive while any replica runs).
     pub pg: Option<Arc<PgDatabase>>,
+    /// Extra `serve` arguments, kept for [`TestServer::restart`].
+    extra_args: Vec<String>,
+}
+
+/// Spawns `zopp-server serve` on `listen` and reads the addresses it bound from its stdout.
+fn spawn_server(
+    home: &Path,
+    db_url: &str,
+    log_path: &Path,
+    listen: &str,
+    extra_args: &[String],
+) -> (Child, String, Option<String>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open server log");
+    let mut cmd = Command::new(bin("zopp-server"));
+    clear_zopp_env(&mut cmd);
+    cmd.env("ZOPP_HOME", home)
+        .env("RUST_LOG", "info")
+        .arg("serve")
+        .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
+        .args(["--db", db_url, "--log-format", "json"])
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = cmd.spawn().expect("spawn zopp-server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addr = None;
+    let mut metrics_addr = None;
+    // The server prints its bound addresses on stdout as soon as it has bound them.
+    while addr.is_none() {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(a) = line.strip_prefix("zopp-server listening on ") {
+                    addr = Some(a.trim().to_string());
+                } else if let Some(a) = line.strip_prefix("zopp-server metrics on ") {
+                    metrics_addr = Some(a.trim().to_string());
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                panic!("zopp-server exited before listening; log:\n{log}");
+            }
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.expect("address read above"), metrics_addr)
 }
 
 /// Options for [`TestServer::start_with`].
@@ -136,53 +190,47 @@ impl TestServer {
             .or_else(|| opts.pg.as_ref().map(|p| p.url().to_string()))
             .unwrap_or_else(|| format!("sqlite://{}", home.path().join("server.db").display()));
         let log_path = home.path().join("server.log");
-        let log = std::fs::File::create(&log_path).expect("create server log");
-        let mut cmd = Command::new(bin("zopp-server"));
-        clear_zopp_env(&mut cmd);
-        cmd.env("ZOPP_HOME", home.path())
-            .env("RUST_LOG", "info")
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--db", &db_url, "--log-format", "json"])
-            .args(&opts.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = cmd.spawn().expect("spawn zopp-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
-        let mut metrics_addr = None;
-        // The server prints its bound addresses on stdout as soon as it has bound them.
-        while addr.is_none() {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("zopp-server listening on ") {
-                        addr = Some(a.trim().to_string());
-                    } else if let Some(a) = line.strip_prefix("zopp-server metrics on ") {
-                        metrics_addr = Some(a.trim().to_string());
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!("zopp-server exited before listening; log:\n{log}");
-                }
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, addr, metrics_addr) = spawn_server(
+            home.path(),
+            &db_url,
+            &log_path,
+            "127.0.0.1:0",
+            &opts.extra_args,
+        );
         let server = Self {
             child,
             home,
-            addr: addr.expect("address read above"),
+            addr,
             metrics_addr,
             db_url,
             log_path,
             pg: opts.pg.clone(),
+            extra_args: opts.extra_args,
         };
-        server.wait_healthy(Duration::from_secs(30));
+        // A TLS listener does not answer the plaintext health check: its caller checks it.
+        if !server.extra_args.iter().any(|a| a == "--tls-cert") {
+            server.wait_healthy(Duration::from_secs(30));
+        }
         server
+    }
+
+    /// Starts the server again after it exited or was killed: same home, database, options and
+    /// address (clients keep their URL), and waits until it is healthy. Its log file is appended
+    /// to.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr, metrics_addr) = spawn_server(
+            self.home.path(),
+            &self.db_url,
+            &self.log_path,
+            &self.addr,
+            &self.extra_args,
+        );
+        assert_eq!(addr, self.addr, "restarted on another address");
+        self.child = child;
+        self.metrics_addr = metrics_addr;
+        self.wait_healthy(Duration::from_secs(30));
     }
 
     /// Starts a server on `backend` (a fresh database either way).

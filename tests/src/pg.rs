@@ -398,6 +398,22 @@ impl PrivateCluster {
         });
     }
 
+    /// Stops the cluster the way a crash would (immediate mode: every backend is killed at
+    /// once, nothing is flushed or checkpointed; the next start replays the WAL).
+    pub fn crash(&self) {
+        self.tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
     /// Stops the cluster (fast mode: open transactions are rolled back, committed ones stay).
     pub fn stop(&self) {
         self.tool(

@@ -29,6 +29,7 @@ use crate::output::Out;
 
 /// Runs the command `cli` describes.
 pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    check_scope_flags(&cli)?;
     if let Command::Completions(a) = &cli.command {
         // Needs no context: works even with a broken environment.
         return completions::run(a);
@@ -73,6 +74,85 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Diff(a) => diff::run(&ctx, &out, a, &cli.global.environment).await,
         Command::Completions(_) => unreachable!("handled above"),
     }
+}
+
+/// How far down the scope a command reads `-w/-p/-e`: 0 not at all, 1 the workspace, 2 also
+/// the project, 3 also the environment.
+fn scope_depth(cmd: &Command) -> (&'static str, u8) {
+    use crate::args::{EnvironmentCommand as E, ProjectCommand as P, WorkspaceCommand as W};
+    use crate::cmd::principal::PrincipalCommand as Pr;
+    match cmd {
+        Command::Join(_) => ("join", 0),
+        Command::Whoami => ("whoami", 0),
+        Command::Completions(_) => ("completions", 0),
+        Command::Workspace(W::Create(_)) => ("workspace create", 0),
+        Command::Workspace(W::List) => ("workspace list", 0),
+        Command::Workspace(W::Delete(_)) => ("workspace delete", 0),
+        Command::Workspace(W::RotateKey(_)) => ("workspace rotate-key", 1),
+        Command::Project(P::Create(_)) => ("project create", 1),
+        Command::Project(P::List) => ("project list", 1),
+        Command::Project(P::Delete(_)) => ("project delete", 1),
+        Command::Project(P::RotateKey(_)) => ("project rotate-key", 2),
+        Command::Environment(E::Create(_)) => ("environment create", 2),
+        Command::Environment(E::List) => ("environment list", 2),
+        Command::Environment(E::Delete(_)) => ("environment delete", 2),
+        Command::Environment(_) => ("environment", 3),
+        Command::Secret(_) => ("secret", 3),
+        Command::Audit(_) => ("audit", 1),
+        Command::Run(_) => ("run", 3),
+        Command::Inject(_) => ("inject", 3),
+        Command::Diff(_) => ("diff", 3),
+        Command::Permission(_) => ("permission", 3),
+        Command::Invite(crate::cmd::invite::InviteCommand::Create(_)) => ("invite create", 1),
+        Command::Invite(crate::cmd::invite::InviteCommand::List) => ("invite list", 1),
+        Command::Invite(crate::cmd::invite::InviteCommand::Revoke(_)) => ("invite revoke", 1),
+        Command::Member(_) => ("member remove", 1),
+        Command::Kubeconfig(_) => ("kubeconfig", 3),
+        Command::App(_) => ("app", 3),
+        Command::Preview(_) => ("preview", 3),
+        Command::Apply(_) => ("apply", 3),
+        Command::Principal(Pr::CreateService(_)) => ("principal create-service", 3),
+        Command::Principal(Pr::List) => ("principal list", 1),
+        Command::Principal(Pr::Fingerprint(a)) if a.id.is_some() => ("principal fingerprint", 1),
+        Command::Principal(Pr::Fingerprint(_)) => ("principal fingerprint (of yourself)", 0),
+        Command::Principal(Pr::Rename(_)) => ("principal rename", 0),
+        Command::Principal(Pr::Revoke(_)) => ("principal revoke", 0),
+        Command::Principal(Pr::Remove(_)) => ("principal remove", 0),
+        Command::Principal(Pr::Export(_)) => ("principal export", 0),
+        Command::Principal(Pr::Import(_)) => ("principal import", 0),
+    }
+}
+
+/// Refuses `-w/-p/-e` flags the command would not read. Ignoring them silently lets a user
+/// believe they narrowed what a command does (`zopp invite create -e prod` still admits to
+/// the whole workspace). Only flags are checked: `ZOPP_*` variables and zopp.toml hold
+/// defaults for every command and are meant to be ignored where they do not apply.
+fn check_scope_flags(cli: &Cli) -> Result<(), CliError> {
+    let (name, depth) = scope_depth(&cli.command);
+    let g = &cli.global;
+    let given = [
+        (1, "-w/--workspace", g.workspace.is_some()),
+        (2, "-p/--project", g.project.is_some()),
+        (3, "-e/--environment", !g.environment.is_empty()),
+    ];
+    let Some((_, flag, _)) = given.iter().find(|(level, _, set)| *set && *level > depth) else {
+        return Ok(());
+    };
+    let scope = match depth {
+        0 => "it takes no workspace, project or environment",
+        1 => "it works on a whole workspace (-w)",
+        _ => "it works on a whole project (-w -p)",
+    };
+    let hint = match &cli.command {
+        Command::Invite(_) => {
+            "an invite's --role covers the whole workspace; to give one project or environment only, grant it to a user who has joined the server: `zopp permission set --user EMAIL --role ROLE -w W -p P -e E`"
+        }
+        _ => "remove the flag",
+    };
+    Err(CliError::usage(
+        format!("`zopp {name}` would ignore {flag}: {scope}"),
+        hint,
+    ))
 }
 
 /// Asks before deleting `what`, unless `yes`. Without a terminal it cannot ask, so it refuses

@@ -358,6 +358,15 @@ pub async fn run(
         PrincipalCommand::Revoke(a) | PrincipalCommand::Remove(a) => {
             let id = parse_principal_id(&a.id)?;
             let client = ctx.client().await?;
+            if id == client.identity().principal() && a.rotate {
+                // Refused before anything changes: once revoked, this identity can rotate nothing.
+                return Err(CliError::usage(
+                    "--rotate cannot be honoured: the principal being revoked is the one you are using, and a revoked identity can rotate nothing",
+                    format!(
+                        "run `zopp principal revoke {id} --rotate` from another of your devices, or revoke with --no-rotate here and rotate from another device (`zopp workspace rotate-key`)"
+                    ),
+                ));
+            }
             if id == client.identity().principal() && !out.is_json() {
                 out.note("note: this is the identity you are using; it stops working now");
             }

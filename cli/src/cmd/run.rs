@@ -24,6 +24,9 @@ use zopp_formats::Masker;
 use crate::context::Context;
 use crate::failure::CliError;
 
+/// How long a restarted command may take to exit after SIGTERM, unless --watch-grace says.
+const DEFAULT_WATCH_GRACE: Duration = Duration::from_secs(10);
+
 /// `zopp run`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -60,8 +63,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub watch: bool,
     /// With --watch: how long a command may take to exit after SIGTERM before SIGKILL
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub watch_grace: Duration,
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", requires = "watch", value_parser = humantime::parse_duration)]
+    pub watch_grace: Option<Duration>,
     /// After every fetch, keep an encrypted copy of the environment in FILE (0600, readable
     /// only with your key); run from it, with a warning, when the server is unreachable
     #[arg(long, value_name = "FILE")]
@@ -92,6 +96,12 @@ pub struct RunArgs {
 pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     for name in a.only.iter().chain(&a.exclude) {
         check_name(NameKind::Secret, name)?;
+    }
+    if let Some(both) = a.only.iter().find(|n| a.exclude.contains(n)) {
+        return Err(CliError::usage(
+            format!("'{both}' is in both --only and --exclude, so --only {both} would be ignored"),
+            "name each secret in one of the two lists",
+        ));
     }
     let point = super::point(a.at.as_deref(), a.at_version)?;
     let env = ctx.env_ref()?;
@@ -164,7 +174,7 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
                 }
                 warn(&format!("{env} changed (version {}); restarting the command", fresh.env_version));
                 running
-                    .stop(a.watch_grace)
+                    .stop(a.watch_grace.unwrap_or(DEFAULT_WATCH_GRACE))
                     .await
                     .map_err(|e| Error::InvalidInput(format!("cannot stop the command: {e}")))?;
                 running = start(a, &fresh, pty, kube)?;

@@ -205,6 +205,7 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
 }
 
 async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError> {
+    check_set_form(a)?;
     if a.name.contains('=') || a.if_env_version.is_some() {
         return set_many(ctx, out, a).await;
     }
@@ -338,12 +339,6 @@ async fn set_many(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), Cli
         }
     } else {
         check_name(NameKind::Secret, &a.name)?;
-        if !a.more.is_empty() {
-            return Err(Error::InvalidInput(
-                "give either KEY VALUE or KEY=VALUE pairs, not both".into(),
-            )
-            .into());
-        }
         let value = read_value(a, ctx.interactive)?;
         let value = Zeroizing::new(String::from_utf8(value.to_vec()).map_err(|_| {
             Error::InvalidInput(
@@ -380,6 +375,43 @@ async fn set_many(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), Cli
             .map(|v| format!(" (environment version {v})"))
             .unwrap_or_default()
     ));
+    Ok(())
+}
+
+/// Refuses a command line that `secret set` would carry out only in part. There are two forms:
+/// `KEY [VALUE|-]` (one secret; --file, --if-version) and `KEY=VALUE…` (several secrets in one
+/// write). An argument or flag of the other form would otherwise be dropped without a word, and
+/// exit 0 would claim a write that never happened.
+fn check_set_form(a: &SecretSetArgs) -> Result<(), CliError> {
+    if a.name.contains('=') {
+        if a.file.is_some() {
+            return Err(CliError::usage(
+                "--file is ignored with KEY=VALUE arguments: each value is in its argument",
+                format!(
+                    "to read one secret's value from a file, name it alone: `zopp secret set {} --file FILE`",
+                    a.name.split_once('=').map_or(a.name.as_str(), |(k, _)| k)
+                ),
+            ));
+        }
+        if let Some(n) = a.if_version {
+            return Err(CliError::usage(
+                format!("--if-version {n} is ignored with KEY=VALUE arguments: it conditions one secret"),
+                "condition a multi-secret write on the environment with --if-env-version N, or set one secret with `zopp secret set KEY VALUE --if-version N`",
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(extra) = a.more.first() {
+        let shown = extra.to_string_lossy();
+        return Err(CliError::usage(
+            format!(
+                "'{}' would be ignored: `zopp secret set {} VALUE` sets one secret",
+                shown.escape_debug(),
+                a.name
+            ),
+            "to set several secrets in one write, give each as KEY=VALUE: `zopp secret set A=1 B=2`",
+        ));
+    }
     Ok(())
 }
 

@@ -225,6 +225,17 @@ pub async fn export(ctx: &Context, out: &Out, a: &ExportArgs) -> Result<(), CliE
         k8s_name: a.name.as_deref(),
         k8s_namespace: a.namespace.as_deref(),
     };
+    if a.format != ExportFormat::K8s {
+        if let Some(flag) = [("--name", &a.name), ("--namespace", &a.namespace)]
+            .into_iter()
+            .find_map(|(flag, v)| v.is_some().then_some(flag))
+        {
+            return Err(CliError::usage(
+                format!("{flag} would be ignored: it names the Secret of --format k8s"),
+                "pass --format k8s, or remove the flag",
+            ));
+        }
+    }
     if a.format == ExportFormat::K8s && a.name.is_none() {
         return Err(CliError::usage(
             "a k8s Secret needs a name",
