@@ -132,7 +132,7 @@ pub fn encode_secrets(secrets: &[AppliedSecret]) -> Vec<u8> {
 
 /// Decodes [`encode_secrets`]; `None` for bytes it did not write.
 pub fn decode_secrets(bytes: &[u8]) -> Option<Vec<AppliedSecret>> {
-    if bytes.len() % 56 != 0 {
+    if !bytes.len().is_multiple_of(56) {
         return None;
     }
     bytes
