@@ -82,7 +82,7 @@ impl ResourceKind {
     }
 
     /// The resource name of a stored name of this kind.
-    fn strip<'a>(self, stored: &'a str) -> Option<&'a str> {
+    fn strip(self, stored: &str) -> Option<&str> {
         stored.strip_prefix(self.prefix())
     }
 }
