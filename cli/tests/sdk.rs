@@ -166,6 +166,24 @@ impl std::ops::Deref for Svc {
 
 #[tonic::async_trait]
 impl Zopp for Svc {
+    async fn acquire_app_lease(
+        &self,
+        _: Request<pb::AcquireAppLeaseRequest>,
+    ) -> Reply<pb::AcquireAppLeaseResponse> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn release_app_lease(
+        &self,
+        _: Request<pb::ReleaseAppLeaseRequest>,
+    ) -> Reply<pb::ReleaseAppLeaseResponse> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+    async fn get_app_status(
+        &self,
+        _: Request<pb::GetAppStatusRequest>,
+    ) -> Reply<pb::GetAppStatusResponse> {
+        Err(Status::unimplemented("not in the fake"))
+    }
     async fn lookup_invite(
         &self,
         _: Request<pb::LookupInviteRequest>,

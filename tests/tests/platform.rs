@@ -28,6 +28,15 @@ fn with<'a>(head: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// `zopp run -w acme -p api -e prod --kubeconfig kc -- CMD…`.
+fn run_kube<'a>(cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["run"];
+    v.extend_from_slice(&ENV);
+    v.extend_from_slice(&["--kubeconfig", "kc", "--"]);
+    v.extend_from_slice(cmd);
+    v
+}
+
 // ---------- a Kubernetes API stub over TLS ----------
 
 /// One request the stub received.
@@ -460,26 +469,9 @@ fn run_with_kubeconfig_hands_kubectl_a_private_file_removed_however_things_end()
     let p = Platform::new();
     let a = &p.alice;
     // The real kubectl reads it.
-    let ctx = a.zopp(&with(&[
-        "run",
-        "--kubeconfig",
-        "kc",
-        "--",
-        "kubectl",
-        "config",
-        "current-context",
-    ]));
+    let ctx = a.zopp(&run_kube(&["kubectl", "config", "current-context"]));
     assert_eq!(ctx.assert_success().stdout().trim(), "stub");
-    let view = a.zopp(&with(&[
-        "run",
-        "--kubeconfig",
-        "kc",
-        "--",
-        "kubectl",
-        "config",
-        "view",
-        "--minify",
-    ]));
+    let view = a.zopp(&run_kube(&["kubectl", "config", "view", "--minify"]));
     view.assert_success();
     assert!(view
         .stdout()
@@ -487,45 +479,22 @@ fn run_with_kubeconfig_hands_kubectl_a_private_file_removed_however_things_end()
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
 
     // 0600 in a 0700 directory; gone after a normal exit, an error exit and a signal death.
-    let modes = a.zopp(&with(&[
-        "run",
-        "--kubeconfig",
-        "kc",
-        "--",
+    let modes = a.zopp(&run_kube(&[
         "sh",
         "-c",
         "stat -c %a \"$KUBECONFIG\" \"$(dirname \"$KUBECONFIG\")\"",
     ]));
     assert_eq!(modes.assert_success().stdout(), "600\n700\n");
-    a.zopp(&with(&[
-        "run",
-        "--kubeconfig",
-        "kc",
-        "--",
-        "sh",
-        "-c",
-        "exit 3",
-    ]))
-    .assert_exit_code(3);
+    a.zopp(&run_kube(&["sh", "-c", "exit 3"]))
+        .assert_exit_code(3);
     assert!(p.leftovers().is_empty());
-    a.zopp(&with(&[
-        "run",
-        "--kubeconfig",
-        "kc",
-        "--",
-        "sh",
-        "-c",
-        "kill -9 $$",
-    ]))
-    .assert_exit_code(137);
+    a.zopp(&run_kube(&["sh", "-c", "kill -9 $$"]))
+        .assert_exit_code(137);
     assert!(p.leftovers().is_empty());
 
     // SIGTERM to zopp reaches the child; the file goes when it has ended.
     let script = "echo \"$KUBECONFIG\"; exec sleep 30";
-    let (mut child, mut out) = spawn(
-        a,
-        &with(&["run", "--kubeconfig", "kc", "--", "sh", "-c", script]),
-    );
+    let (mut child, mut out) = spawn(a, &run_kube(&["sh", "-c", script]));
     let mut path = String::new();
     out.read_line(&mut path).expect("path");
     let path = PathBuf::from(path.trim());
@@ -537,10 +506,7 @@ fn run_with_kubeconfig_hands_kubectl_a_private_file_removed_however_things_end()
 
     // SIGKILL leaves it behind; the next run sweeps it away.
     let script = "echo \"$KUBECONFIG $$\"; exec sleep 30";
-    let (mut child, mut out) = spawn(
-        a,
-        &with(&["run", "--kubeconfig", "kc", "--", "sh", "-c", script]),
-    );
+    let (mut child, mut out) = spawn(a, &run_kube(&["sh", "-c", script]));
     let mut line = String::new();
     out.read_line(&mut line).expect("path and pid");
     let (path, pid) = line.trim().rsplit_once(' ').expect("two fields");
@@ -549,8 +515,7 @@ fn run_with_kubeconfig_hands_kubectl_a_private_file_removed_however_things_end()
     child.wait().expect("wait");
     signal(pid.parse().expect("pid"), Signal::SIGKILL).expect("SIGKILL orphan");
     assert!(path.exists(), "a SIGKILLed zopp cannot clean up");
-    a.zopp(&with(&["run", "--kubeconfig", "kc", "--", "true"]))
-        .assert_success();
+    a.zopp(&run_kube(&["true"])).assert_success();
     assert!(!path.exists(), "the next run swept it");
     assert!(p.leftovers().is_empty());
 }
@@ -824,9 +789,7 @@ fn readers_preview_writers_apply_and_a_ci_token_applies() {
         .zopp(&with(&["kubeconfig", "get", "kc", "--show"]))
         .assert_exit_code(4)
         .assert_stderr_contains("write role");
-    reader
-        .zopp(&with(&["run", "--kubeconfig", "kc", "--", "true"]))
-        .assert_exit_code(4);
+    reader.zopp(&run_kube(&["true"])).assert_exit_code(4);
     reader
         .zopp(&with(&["apply", "web", "--yes"]))
         .assert_exit_code(4);
