@@ -40,5 +40,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # --- Build once (the end-to-end tests spawn these binaries), then run everything in parallel.
 log "building"
 cargo build --workspace --bins --locked
+log "linting deploy artifacts"
+scripts/lint-deploy.sh target/debug/zopp-server
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final "$@"

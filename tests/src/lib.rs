@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod certs;
 pub mod pg;
 pub mod signed;
 
@@ -108,6 +109,8 @@ pub struct TestServer {
     pub log_path: PathBuf,
     /// The PostgreSQL database, when running on one (kept alive while any replica runs).
     pub pg: Option<Arc<PgDatabase>>,
+    /// How clients trust the server when it serves TLS.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Options for [`TestServer::start_with`].
@@ -119,6 +122,11 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// Run on this PostgreSQL database (its URL is the default for `db_url`).
     pub pg: Option<Arc<PgDatabase>>,
+    /// `--listen` address instead of a free loopback port (to restart on the same one).
+    pub listen: Option<String>,
+    /// The server serves TLS (its `--tls-*` flags are in `extra_args`): how the health check
+    /// trusts it, and [`TestServer::url`] becomes `https://localhost:PORT`.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl TestServer {
@@ -142,7 +150,8 @@ impl TestServer {
         cmd.env("ZOPP_HOME", home.path())
             .env("RUST_LOG", "info")
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", opts.listen.as_deref().unwrap_or("127.0.0.1:0")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--db", &db_url, "--log-format", "json"])
             .args(&opts.extra_args)
             .stdin(Stdio::null())
@@ -180,6 +189,7 @@ impl TestServer {
             db_url,
             log_path,
             pg: opts.pg.clone(),
+            tls: opts.tls.clone(),
         };
         server.wait_healthy(Duration::from_secs(30));
         server
@@ -222,7 +232,13 @@ impl TestServer {
 
     /// `http://host:port`, as `ZOPP_SERVER` wants it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.tls {
+            Some(_) => format!(
+                "https://localhost:{}",
+                self.addr.rsplit(':').next().expect("host:port")
+            ),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Blocks until the gRPC health check reports SERVING.
@@ -235,11 +251,12 @@ impl TestServer {
         let deadline = Instant::now() + timeout;
         rt.block_on(async {
             loop {
-                if let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone())
-                    .expect("valid url")
-                    .connect()
-                    .await
-                {
+                let mut endpoint =
+                    tonic::transport::Endpoint::from_shared(url.clone()).expect("valid url");
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint.tls_config(tls.clone()).expect("TLS config");
+                }
+                if let Ok(ch) = endpoint.connect().await {
                     let mut c = tonic_health::pb::health_client::HealthClient::new(ch);
                     let req = tonic_health::pb::HealthCheckRequest {
                         service: "zopp.v1.Zopp".into(),

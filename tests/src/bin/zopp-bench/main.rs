@@ -182,6 +182,7 @@ fn unlimited(
         db_url,
         pg,
         extra_args: vec!["--rate-limit".into(), "0".into()],
+        ..ServerOptions::default()
     }
 }
 
