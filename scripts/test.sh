@@ -91,6 +91,8 @@ cargo audit --no-fetch --db "$advisory_db" --deny warnings
 # --- Build once (the end-to-end tests spawn these binaries), then run everything in parallel.
 log "building"
 cargo build --workspace --bins --locked
+log "linting deploy artifacts"
+scripts/lint-deploy.sh target/debug/zopp-server
 log "running tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final "$@"
 

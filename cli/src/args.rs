@@ -44,6 +44,16 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) to trust for an https:// server [env: ZOPP_TLS_CA]
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that requires one; needs --tls-key
+    /// [env: ZOPP_TLS_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert [env: ZOPP_TLS_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a plaintext http:// server that is not on this machine [env: ZOPP_INSECURE=1]
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Workspace [env: ZOPP_WORKSPACE] [zopp.toml: defaults.workspace]
     #[arg(short = 'w', long, global = true, value_name = "NAME")]
     pub workspace: Option<String>,

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use rand_core::{OsRng, RngCore};
+use std::path::{Path, PathBuf};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroizing;
 use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, WorkspaceId};
@@ -22,7 +24,7 @@ use zopp_proto::v1::zopp_client::ZoppClient;
 
 use crate::cache::KeyCache;
 use crate::chain::{EnvironmentChain, ScopeChain};
-use crate::error::{Error, Missing, Result};
+use crate::error::{Error, Missing, Result, TlsProblem};
 use crate::home::{Identity, LocalConfig, ZoppHome};
 use crate::scope::EnvRef;
 use crate::validate::{check_name, NameKind};
@@ -91,7 +93,17 @@ pub(crate) fn count_rpc() {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     url: String,
-    tls_ca: Option<std::path::PathBuf>,
+    tls_ca: Option<PathBuf>,
+    client_identity: Option<ClientIdentity>,
+}
+
+/// PEM files of the client certificate presented to a server that asks for one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -99,7 +111,7 @@ impl ServerConfig {
     ///
     /// # Errors
     /// [`Error::BadServer`] for an unusable address, or a CA file with a plain-text address.
-    pub fn try_new(address: &str, tls_ca: Option<std::path::PathBuf>) -> Result<Self> {
+    pub fn try_new(address: &str, tls_ca: Option<PathBuf>) -> Result<Self> {
         let bad = |reason: &str| Error::BadServer {
             server: address.to_owned(),
             reason: reason.to_owned(),
@@ -120,12 +132,73 @@ impl ServerConfig {
         if tls_ca.is_some() && !url.starts_with("https://") {
             return Err(bad("--tls-ca needs an https:// address"));
         }
-        Ok(Self { url, tls_ca })
+        Ok(Self {
+            url,
+            tls_ca,
+            client_identity: None,
+        })
+    }
+
+    /// The same server, presenting `identity` as client certificate (mutual TLS).
+    ///
+    /// # Errors
+    /// [`Error::BadServer`] for a plain-text address.
+    pub fn with_client_identity(mut self, identity: ClientIdentity) -> Result<Self> {
+        if !self.is_tls() {
+            return Err(Error::BadServer {
+                server: self.url,
+                reason: "--tls-cert needs an https:// address".into(),
+            });
+        }
+        self.client_identity = Some(identity);
+        Ok(self)
+    }
+
+    /// Refuses a plain-text address whose host is not this machine, unless `insecure`.
+    ///
+    /// # Errors
+    /// [`Error::Plaintext`] for `http://` to any host but a loopback address or `localhost`.
+    pub fn check_plaintext(&self, insecure: bool) -> Result<()> {
+        if self.is_tls() || insecure || self.is_loopback() {
+            return Ok(());
+        }
+        Err(Error::Plaintext {
+            server: self.url.clone(),
+        })
+    }
+
+    fn is_loopback(&self) -> bool {
+        let Ok(uri) = self.url.parse::<tonic::codegen::http::Uri>() else {
+            return false;
+        };
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the address is `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// The CA file trusted instead of the system's roots, if any.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
+    }
+
+    /// The client certificate presented, if any.
+    pub fn client_identity(&self) -> Option<&ClientIdentity> {
+        self.client_identity.as_ref()
     }
 
     /// The endpoint with zopp's transport settings and, for https://, its TLS trust.
@@ -139,15 +212,17 @@ impl ServerConfig {
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
-        if self.url.starts_with("https://") {
+        if self.is_tls() {
+            let read =
+                |path: &Path| std::fs::read(path).map_err(|e| Error::io("cannot read", path, e));
             let mut tls = ClientTlsConfig::new();
             tls = match &self.tls_ca {
-                Some(path) => {
-                    let pem = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
-                    tls.ca_certificate(Certificate::from_pem(pem))
-                }
+                Some(path) => tls.ca_certificate(Certificate::from_pem(read(path)?)),
                 None => tls.with_native_roots(),
             };
+            if let Some(id) = &self.client_identity {
+                tls = tls.identity(TlsIdentity::from_pem(read(&id.cert)?, read(&id.key)?));
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| bad(format!("TLS setup failed: {}", root_cause(&e))))?;
@@ -155,14 +230,33 @@ impl ServerConfig {
         Ok(endpoint)
     }
 
+    /// Connects, trying again with a short backoff while the connection is refused (a server
+    /// restarting): a timeout or a TLS failure is reported at once.
     pub(crate) async fn channel(&self) -> Result<Channel> {
-        self.endpoint()?
-            .connect()
-            .await
-            .map_err(|e| Error::Unreachable {
-                server: self.url.clone(),
-                detail: root_cause(&e),
-            })
+        let endpoint = self.endpoint()?;
+        let mut delay = FIRST_BACKOFF;
+        let mut tries = 1;
+        loop {
+            match endpoint.connect().await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    if let Some(tls) = tls_failure(&self.url, &e) {
+                        return Err(tls);
+                    }
+                    let detail = root_cause(&e);
+                    if tries < READ_ATTEMPTS && detail.contains("Connection refused") {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        tries += 1;
+                        continue;
+                    }
+                    return Err(Error::Unreachable {
+                        server: self.url.clone(),
+                        detail,
+                    });
+                }
+            }
+        }
     }
 
     /// Like [`ServerConfig::channel`], but connects on the first call (and reconnects after a
@@ -170,6 +264,92 @@ impl ServerConfig {
     fn lazy_channel(&self) -> Result<Channel> {
         Ok(self.endpoint()?.connect_lazy())
     }
+
+    /// Why calls to a TLS server fail, found with a fresh connection and a cheap unauthenticated
+    /// call: when a handshake is refused after the client considered it done (TLS 1.3 client
+    /// certificates), the call that was under way may only see a cancelled stream.
+    pub(crate) async fn diagnose_tls(&self) -> Option<Error> {
+        if !self.is_tls() {
+            return None;
+        }
+        let channel = match self.endpoint().ok()?.connect().await {
+            Ok(c) => c,
+            Err(e) => return tls_failure(&self.url, &e),
+        };
+        let probe = grpc(channel)
+            .lookup_invite(pb::LookupInviteRequest {
+                token: String::new(),
+            })
+            .await;
+        probe.err().and_then(|s| tls_failure(&self.url, &s))
+    }
+
+    /// The error for a failed call whose status carries a transport failure: a TLS problem
+    /// when the chain of causes names one, else `None`.
+    pub(crate) fn transport_failure(&self, status: &Status) -> Option<Error> {
+        if let Some(e) = tls_failure(&self.url, status) {
+            return Some(e);
+        }
+        // A connection that broke under the call carries no gRPC code of its own (tonic says
+        // UNKNOWN "transport error"): it is the network, not the server's answer.
+        let cut = status.message() == "transport error"
+            || status.message().starts_with("h2 protocol error");
+        (std::error::Error::source(status).is_some() && cut).then(|| Error::Unreachable {
+            server: self.url.clone(),
+            detail: root_cause(status),
+        })
+    }
+}
+
+/// Every message in an error's chain of causes, joined.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        out.push_str(": ");
+        out.push_str(&next.to_string());
+        cur = next;
+    }
+    out
+}
+
+/// Classifies a transport error by the words rustls uses for each failure: the server's
+/// certificate as the client judged it, or an alert the server sent about the client's.
+pub(crate) fn classify_tls(chain: &str) -> Option<TlsProblem> {
+    let has = |needle: &str| chain.contains(needle);
+    Some(if has("UnknownIssuer") || has("unknown issuer") {
+        TlsProblem::UnknownIssuer
+    } else if has("NotValidForName") || has("not valid for name") {
+        TlsProblem::NameMismatch
+    } else if has("invalid peer certificate: Expired")
+        || has("certificate expired")
+        || has("NotValidYet")
+    {
+        TlsProblem::Expired
+    } else if has("CertificateRequired") {
+        TlsProblem::ClientCertificateRequired
+    } else if has("received fatal alert: UnknownCA")
+        || has("received fatal alert: BadCertificate")
+        || has("received fatal alert: DecryptError")
+        || has("received fatal alert: CertificateExpired")
+        || has("received fatal alert: UnsupportedCertificate")
+    {
+        TlsProblem::ClientCertificateRefused
+    } else if has("InvalidContentType") || has("CorruptMessage") || has("invalid content type") {
+        TlsProblem::NotTls
+    } else {
+        return None;
+    })
+}
+
+fn tls_failure(server: &str, e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let chain = error_chain(e);
+    let problem = classify_tls(&chain)?;
+    Some(Error::Tls {
+        server: server.to_owned(),
+        problem,
+        detail: root_cause(e),
+    })
 }
 
 /// The innermost error message: transport errors nest the useful part ("Connection refused").
@@ -179,6 +359,46 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// Attempts of an idempotent read whose connection failed, e.g. across a server restart.
+const READ_ATTEMPTS: u32 = 6;
+/// Wait before the second attempt; doubled before each further one (0.1 + 0.2 + 0.4 + 0.8 +
+/// 1.6 s in all).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a failed call never got an answer from the zopp service: the connection was refused,
+/// reset or closed (a server restarting, a replica draining), so trying again is safe for a
+/// read.
+pub(crate) fn is_connection_failure(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        Code::Unknown => {
+            std::error::Error::source(s).is_some() && classify_tls(&error_chain(s)).is_none()
+        }
+        _ => false,
+    }
+}
+
+/// Runs an idempotent read, trying again with a short backoff while the connection fails.
+/// `attempt` builds a freshly signed request each time: a signature is never sent twice.
+pub(crate) async fn retry_read<R, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<R, Status>
+where
+    Fut: std::future::Future<Output = Result<R, Status>>,
+{
+    let mut delay = FIRST_BACKOFF;
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(s) if tries < READ_ATTEMPTS && is_connection_failure(&s) => {
+                tracing::debug!(code = ?s.code(), message = s.message(), "read failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(crate) fn grpc(channel: Channel) -> ZoppClient<Channel> {
@@ -366,30 +586,39 @@ impl Client {
             })
         })?;
         let channel = server.channel().await?;
-        let mut rpc = grpc(channel);
-        let req = signed_request(
-            &token.signing,
-            token.principal,
-            crate::teams::method::GET_KEY_SHARE,
-            pb::GetKeyShareRequest {},
-        );
-        let share = rpc
-            .get_key_share(req)
-            .await
-            .map(Response::into_inner)
-            .map_err(|s| match s.code() {
-                Code::Unauthenticated | Code::NotFound => {
-                    Error::TokenRefused(s.message().to_owned())
-                }
-                Code::Unavailable => Error::Unreachable {
-                    server: server.url().to_owned(),
-                    detail: s.message().to_owned(),
-                },
-                code => Error::Refused {
-                    code,
-                    message: s.message().to_owned(),
-                },
-            })?;
+        let rpc = grpc(channel);
+        let share = retry_read(|| {
+            let req = signed_request(
+                &token.signing,
+                token.principal,
+                crate::teams::method::GET_KEY_SHARE,
+                pb::GetKeyShareRequest {},
+            );
+            let mut rpc = rpc.clone();
+            async move { rpc.get_key_share(req).await }
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| match s.code() {
+            _ if server.transport_failure(&s).is_some() => {
+                server.transport_failure(&s).expect("checked by the guard")
+            }
+            // A stream cut under the call on a TLS connection: see `join`.
+            _ if server.is_tls() && s.message() == "operation was canceled" => Error::Tls {
+                server: server.url().to_owned(),
+                problem: TlsProblem::HandshakeClosed,
+                detail: s.message().to_owned(),
+            },
+            Code::Unauthenticated | Code::NotFound => Error::TokenRefused(s.message().to_owned()),
+            Code::Unavailable => Error::Unreachable {
+                server: server.url().to_owned(),
+                detail: s.message().to_owned(),
+            },
+            code => Error::Refused {
+                code,
+                message: s.message().to_owned(),
+            },
+        })?;
         let server_share: [u8; 32] = share
             .server_key_share
             .as_slice()
@@ -479,6 +708,9 @@ impl Client {
 
     /// Maps a gRPC status to an SDK error, naming what `target` was about.
     pub(crate) fn status_error(&self, status: Status, target: Target<'_>) -> Error {
+        if let Some(e) = self.server.transport_failure(&status) {
+            return e;
+        }
         match status.code() {
             Code::NotFound => Error::NotFound(missing(status.message(), target)),
             Code::Unavailable => Error::Unreachable {
@@ -497,12 +729,14 @@ impl Client {
     /// # Errors
     /// Transport and server errors.
     pub async fn whoami(&self) -> Result<pb::WhoAmIResponse> {
-        let req = self.signed(method::WHO_AM_I, pb::WhoAmIRequest {});
-        self.rpc()
-            .who_am_i(req)
-            .await
-            .map(Response::into_inner)
-            .map_err(|s| self.status_error(s, Target::Server))
+        retry_read(|| {
+            let req = self.signed(method::WHO_AM_I, pb::WhoAmIRequest {});
+            let mut rpc = self.rpc();
+            async move { rpc.who_am_i(req).await }
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| self.status_error(s, Target::Server))
     }
 
     /// Creates a workspace: a fresh WK, wrapped to this principal, under a client-chosen id.
@@ -559,12 +793,14 @@ impl Client {
     /// # Errors
     /// Transport and server errors.
     pub async fn list_workspaces(&self) -> Result<Vec<pb::Workspace>> {
-        let req = self.signed(method::LIST_WORKSPACES, pb::ListWorkspacesRequest {});
-        self.rpc()
-            .list_workspaces(req)
-            .await
-            .map(|r| r.into_inner().workspaces)
-            .map_err(|s| self.status_error(s, Target::Server))
+        retry_read(|| {
+            let req = self.signed(method::LIST_WORKSPACES, pb::ListWorkspacesRequest {});
+            let mut rpc = self.rpc();
+            async move { rpc.list_workspaces(req).await }
+        })
+        .await
+        .map(|r| r.into_inner().workspaces)
+        .map_err(|s| self.status_error(s, Target::Server))
     }
 
     /// Deletes a workspace and everything in it.
@@ -842,13 +1078,17 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`]; transport and server errors.
     pub async fn environment_keys(&self, env: &EnvRef) -> Result<pb::EnvironmentKeys> {
-        let req = self.signed(
-            method::GET_ENVIRONMENT,
-            pb::GetEnvironmentRequest {
-                env: Some(env.to_proto()),
-            },
-        );
-        match self.rpc().get_environment(req).await {
+        let attempt = || {
+            let req = self.signed(
+                method::GET_ENVIRONMENT,
+                pb::GetEnvironmentRequest {
+                    env: Some(env.to_proto()),
+                },
+            );
+            let mut rpc = self.rpc();
+            async move { rpc.get_environment(req).await }
+        };
+        match retry_read(attempt).await {
             Ok(r) => {
                 let keys = r.into_inner();
                 self.cache.store(env, &keys);
@@ -986,6 +1226,9 @@ pub async fn join(
         .await
         .map(Response::into_inner)
         .map_err(|s| match s.code() {
+            _ if server.transport_failure(&s).is_some() => {
+                server.transport_failure(&s).expect("checked by the guard")
+            }
             Code::Unavailable => Error::Unreachable {
                 server: server.url().to_owned(),
                 detail: s.message().to_owned(),
@@ -1001,6 +1244,28 @@ pub async fn join(
         Ok(j) => j,
         Err(e) => {
             home.remove_key_file();
+            // A stream cut under the call (no gRPC answer at all), not a refusal of the invite.
+            let cut = match &e {
+                Error::JoinRefused { message, .. } => {
+                    message == "operation was canceled" || message == "transport error"
+                }
+                Error::Unreachable { detail, .. } => {
+                    detail.contains("broken pipe") || detail.contains("reset")
+                }
+                _ => false,
+            };
+            if cut {
+                if let Some(tls) = server.diagnose_tls().await {
+                    return Err(tls);
+                }
+                if server.is_tls() {
+                    return Err(Error::Tls {
+                        server: server.url().to_owned(),
+                        problem: TlsProblem::HandshakeClosed,
+                        detail: e.to_string(),
+                    });
+                }
+            }
             return Err(e);
         }
     };
@@ -1116,6 +1381,58 @@ mod tests {
     fn tls_ca_needs_https() {
         assert!(ServerConfig::try_new("http://h:1", Some("ca.pem".into())).is_err());
         assert!(ServerConfig::try_new("https://h:1", Some("ca.pem".into())).is_ok());
+    }
+
+    #[rstest]
+    #[case::unknown_issuer(
+        "invalid peer certificate: UnknownIssuer",
+        Some(TlsProblem::UnknownIssuer)
+    )]
+    #[case::name("invalid peer certificate: certificate not valid for name \"x\"; certificate is only valid for DnsName(\"localhost\")", Some(TlsProblem::NameMismatch))]
+    #[case::name_old(
+        "invalid peer certificate: NotValidForName",
+        Some(TlsProblem::NameMismatch)
+    )]
+    #[case::expired("invalid peer certificate: Expired", Some(TlsProblem::Expired))]
+    #[case::required(
+        "received fatal alert: CertificateRequired",
+        Some(TlsProblem::ClientCertificateRequired)
+    )]
+    #[case::refused(
+        "received fatal alert: UnknownCA",
+        Some(TlsProblem::ClientCertificateRefused)
+    )]
+    #[case::refused_bad(
+        "received fatal alert: BadCertificate",
+        Some(TlsProblem::ClientCertificateRefused)
+    )]
+    #[case::plain(
+        "received corrupt message of type InvalidContentType",
+        Some(TlsProblem::NotTls)
+    )]
+    #[case::refused_tcp("tcp connect error: Connection refused (os error 111)", None)]
+    fn tls_failures_are_told_apart(#[case] chain: &str, #[case] want: Option<TlsProblem>) {
+        assert_eq!(classify_tls(chain), want);
+    }
+
+    #[test]
+    fn client_certificates_need_https() {
+        let id = || ClientIdentity {
+            cert: "c.pem".into(),
+            key: "c.key".into(),
+        };
+        let plain = ServerConfig::try_new("http://127.0.0.1:1", None).expect("url");
+        assert!(matches!(
+            plain.with_client_identity(id()),
+            Err(Error::BadServer { .. })
+        ));
+        let tls = ServerConfig::try_new("https://h:1", None).expect("url");
+        assert_eq!(
+            tls.with_client_identity(id())
+                .expect("https")
+                .client_identity(),
+            Some(&id())
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use zopp_cli::defaults::{self, pick, Defaults};
 use zopp_cli::home::{self, ZoppHome};
 use zopp_cli::validate::{check_name, NameKind};
-use zopp_cli::{Client, EnvRef, ServerConfig, DEFAULT_SERVER};
+use zopp_cli::{Client, ClientIdentity, EnvRef, ServerConfig, DEFAULT_SERVER};
 
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::failure::CliError;
@@ -26,6 +26,10 @@ pub struct Context {
     pub interactive: bool,
     server: Option<String>,
     tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    /// `--insecure`/`ZOPP_INSECURE=1`: plaintext to a host that is not this machine.
+    insecure: bool,
     workspace: Option<String>,
     project: Option<String>,
     environment: Option<String>,
@@ -135,6 +139,7 @@ impl Context {
                 }
             },
         };
+        let path_var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let (file, defaults_error) = match cwd.map(defaults::find).transpose() {
             Ok(found) => (
                 found.flatten().map(|f| f.defaults).unwrap_or_default(),
@@ -147,11 +152,13 @@ impl Context {
             home,
             interactive,
             server: pick(args.server.clone(), env("ZOPP_SERVER"), None, None),
-            tls_ca: args.tls_ca.clone().or_else(|| {
-                env("ZOPP_TLS_CA")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            }),
+            tls_ca: args.tls_ca.clone().or_else(|| path_var("ZOPP_TLS_CA")),
+            tls_cert: args.tls_cert.clone().or_else(|| path_var("ZOPP_TLS_CERT")),
+            tls_key: args.tls_key.clone().or_else(|| path_var("ZOPP_TLS_KEY")),
+            insecure: args.insecure
+                || env("ZOPP_INSECURE").is_some_and(|v| {
+                    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+                }),
             workspace: pick(
                 args.workspace.clone(),
                 env("ZOPP_WORKSPACE"),
@@ -177,18 +184,44 @@ impl Context {
         })
     }
 
-    /// The server: flag or `ZOPP_SERVER`, else the one recorded at join, else the default.
+    /// The server: flag or `ZOPP_SERVER`, else the one recorded at join, else the default. Its
+    /// TLS files: flag or environment variable, else the ones recorded at join when it is the
+    /// recorded server. A plaintext address to another machine is refused unless `--insecure`.
     pub fn server(&self) -> Result<ServerConfig, CliError> {
-        let url = match &self.server {
-            Some(s) => s.clone(),
-            // With a token there is no identity whose recorded server could be read.
-            None if self.token.is_some() => DEFAULT_SERVER.to_owned(),
-            None => self
-                .home
-                .configured_server()
-                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+        // With a token there is no identity whose recorded server could be read.
+        let recorded = match &self.token {
+            Some(_) => None,
+            None => self.home.configured_server(),
         };
-        Ok(ServerConfig::try_new(&url, self.tls_ca.clone())?)
+        let url = self
+            .server
+            .clone()
+            .or_else(|| recorded.clone())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let same_as_recorded = recorded
+            .is_some_and(|r| ServerConfig::try_new(&url, None).is_ok_and(|given| given.url() == r));
+        let remembered = if same_as_recorded {
+            self.home.recorded_tls()
+        } else {
+            home::RecordedTls::default()
+        };
+        let ca = self.tls_ca.clone().or(remembered.ca);
+        let mut server = ServerConfig::try_new(&url, ca)?;
+        let pair = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => remembered.cert.zip(remembered.key),
+            _ => {
+                return Err(CliError::usage(
+                    "--tls-cert and --tls-key go together",
+                    "pass both (or set both ZOPP_TLS_CERT and ZOPP_TLS_KEY)",
+                ))
+            }
+        };
+        if let Some((cert, key)) = pair {
+            server = server.with_client_identity(ClientIdentity { cert, key })?;
+        }
+        server.check_plaintext(self.insecure)?;
+        Ok(server)
     }
 
     /// The server to redeem a code at: `--server`/`ZOPP_SERVER` when given, else the one the
@@ -345,6 +378,9 @@ mod tests {
         GlobalArgs {
             server: None,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
             workspace: None,
             project: None,
             environment: Vec::new(),
@@ -448,6 +484,7 @@ mod tests {
             ("ZOPP_HOME", "/z"),
             ("ZOPP_OUTPUT", "json"),
             ("ZOPP_SERVER", "http://env:1"),
+            ("ZOPP_INSECURE", "1"),
         ];
         let ctx = build(&args(), &vars, None);
         assert_eq!(ctx.home.dir(), Path::new("/z"));
@@ -481,13 +518,118 @@ mod tests {
                 principal_name: String::new(),
             })
             .expect("config");
-        let ctx = build(&args(), &[("ZOPP_HOME", home)], None);
+        let insecure = ("ZOPP_INSECURE", "1");
+        let ctx = build(&args(), &[("ZOPP_HOME", home), insecure], None);
         assert_eq!(ctx.server().expect("recorded").url(), "http://recorded:7");
         let ctx = build(
             &args(),
-            &[("ZOPP_HOME", home), ("ZOPP_SERVER", "http://env:1")],
+            &[
+                ("ZOPP_HOME", home),
+                ("ZOPP_SERVER", "http://env:1"),
+                insecure,
+            ],
             None,
         );
         assert_eq!(ctx.server().expect("env wins").url(), "http://env:1");
+    }
+
+    #[test]
+    fn plaintext_to_another_machine_needs_insecure() {
+        for local in [
+            "127.0.0.1:1",
+            "http://localhost:2",
+            "http://[::1]:3",
+            "http://127.9.9.9:4",
+        ] {
+            let ctx = build(&args(), &[("HOME", "/h"), ("ZOPP_SERVER", local)], None);
+            assert!(ctx.server().is_ok(), "{local}");
+        }
+        for remote in [
+            "zopp.internal:50051",
+            "http://10.0.0.7:50051",
+            "http://[2001:db8::1]:1",
+        ] {
+            let ctx = build(&args(), &[("HOME", "/h"), ("ZOPP_SERVER", remote)], None);
+            assert!(
+                matches!(
+                    ctx.server(),
+                    Err(CliError::Sdk(zopp_cli::Error::Plaintext { .. }))
+                ),
+                "{remote}"
+            );
+            let mut a = args();
+            a.insecure = true;
+            let ctx = build(&a, &[("HOME", "/h"), ("ZOPP_SERVER", remote)], None);
+            assert!(ctx.server().is_ok(), "{remote} with --insecure");
+            let ctx = build(
+                &args(),
+                &[
+                    ("HOME", "/h"),
+                    ("ZOPP_SERVER", remote),
+                    ("ZOPP_INSECURE", "1"),
+                ],
+                None,
+            );
+            assert!(ctx.server().is_ok(), "{remote} with ZOPP_INSECURE=1");
+        }
+        let ctx = build(
+            &args(),
+            &[("HOME", "/h"), ("ZOPP_SERVER", "https://zopp.example")],
+            None,
+        );
+        assert!(ctx.server().is_ok());
+    }
+
+    #[test]
+    fn tls_files_recorded_at_join_apply_to_the_recorded_server_only() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home_dir = tmp.path().to_str().expect("utf-8 path");
+        let home = ZoppHome::new(home_dir);
+        home.write_config(&zopp_cli::LocalConfig {
+            server: "https://zopp.example:443".into(),
+            principal_id: String::new(),
+            user_id: String::new(),
+            email: String::new(),
+            principal_name: String::new(),
+        })
+        .expect("config");
+        let joined = ServerConfig::try_new("https://zopp.example:443", Some("rel/ca.pem".into()))
+            .and_then(|s| {
+                s.with_client_identity(ClientIdentity {
+                    cert: "c.pem".into(),
+                    key: "c.key".into(),
+                })
+            })
+            .expect("server");
+        home.remember_tls(&joined).expect("remember");
+        assert!(home.read_config().is_ok(), "the identity still reads");
+
+        let ctx = build(&args(), &[("ZOPP_HOME", home_dir)], None);
+        let s = ctx.server().expect("recorded");
+        let ca = s.tls_ca().expect("recorded CA");
+        assert!(ca.is_absolute() && ca.ends_with("rel/ca.pem"), "{ca:?}");
+        assert!(s
+            .client_identity()
+            .expect("recorded cert")
+            .key
+            .ends_with("c.key"));
+
+        let vars = [("ZOPP_HOME", home_dir), ("ZOPP_TLS_CA", "/other/ca.pem")];
+        let s = build(&args(), &vars, None).server().expect("env CA");
+        assert_eq!(s.tls_ca(), Some(Path::new("/other/ca.pem")));
+
+        let vars = [
+            ("ZOPP_HOME", home_dir),
+            ("ZOPP_SERVER", "https://elsewhere:1"),
+        ];
+        let s = build(&args(), &vars, None).server().expect("other server");
+        assert_eq!(s.tls_ca(), None);
+        assert_eq!(s.client_identity(), None);
+
+        let vars = [("ZOPP_HOME", home_dir), ("ZOPP_TLS_CERT", "/c.pem")];
+        assert!(matches!(
+            build(&args(), &vars, None).server(),
+            Err(CliError::Usage { .. })
+        ));
     }
 }

@@ -217,6 +217,9 @@ pub async fn import_device(
         .await
         .map(Response::into_inner)
         .map_err(|s| match s.code() {
+            _ if server.transport_failure(&s).is_some() => {
+                server.transport_failure(&s).expect("checked by the guard")
+            }
             tonic::Code::Unavailable => Error::Unreachable {
                 server: server.url().to_owned(),
                 detail: s.message().to_owned(),

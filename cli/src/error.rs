@@ -64,6 +64,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A plaintext (`http://`) address names a host that is not this machine.
+    #[error("refusing plaintext connection to {server}: requests, tokens and invites would cross the network unencrypted")]
+    Plaintext {
+        /// The address as given.
+        server: String,
+    },
+    /// The TLS handshake with the server failed for a reason the user can act on.
+    #[error("TLS with {server} failed: {problem}{}", detail_suffix(detail))]
+    Tls {
+        /// The address tried.
+        server: String,
+        /// What went wrong.
+        problem: TlsProblem,
+        /// The TLS library's explanation.
+        detail: String,
+    },
     /// The server could not be reached (or answered UNAVAILABLE).
     #[error("cannot reach zopp server at {server}{}", detail_suffix(detail))]
     Unreachable {
@@ -348,5 +364,42 @@ impl fmt::Display for Missing {
             Self::Other(msg) if msg.is_empty() => f.write_str("not found"),
             Self::Other(msg) => write!(f, "not found: {msg}"),
         }
+    }
+}
+
+/// Why a TLS handshake failed, as far as the client can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The server's certificate does not chain to a trusted CA.
+    UnknownIssuer,
+    /// The server's certificate is not valid for the name in the address.
+    NameMismatch,
+    /// The server's certificate has expired or is not yet valid.
+    Expired,
+    /// The server asks for a client certificate and none was presented.
+    ClientCertificateRequired,
+    /// The server refused the client certificate presented.
+    ClientCertificateRefused,
+    /// The server does not speak TLS on this port.
+    NotTls,
+    /// The server closed the connection during or right after the handshake without saying
+    /// why, as servers that require (or refuse) a client certificate do under TLS 1.3.
+    HandshakeClosed,
+}
+
+impl fmt::Display for TlsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownIssuer => "the server's certificate is not signed by a trusted CA",
+            Self::NameMismatch => "the server's certificate is not valid for this host name",
+            Self::Expired => "the server's certificate has expired or is not yet valid",
+            Self::ClientCertificateRequired => "the server requires a client certificate",
+            Self::ClientCertificateRefused => "the server refused the client certificate",
+            Self::NotTls => "the server did not answer with TLS",
+            Self::HandshakeClosed => {
+                "the server closed the connection after the TLS handshake (it may require a client certificate, or refuse this one)"
+            }
+        })
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 
 use tonic::Code;
-use zopp_cli::{Error, Missing};
+use zopp_cli::{Error, Missing, TlsProblem};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -184,6 +184,42 @@ fn refusal_hint(code: Code) -> Option<String> {
     )
 }
 
+/// Exit code and hint of a failed TLS handshake: the server's certificate is a reachability
+/// problem (7), the client's certificate an authentication one (5).
+fn tls_hint(problem: TlsProblem) -> (u8, &'static str) {
+    match problem {
+        TlsProblem::UnknownIssuer => (
+            EXIT_UNREACHABLE,
+            "pass --tls-ca FILE (or set ZOPP_TLS_CA) with the CA that signed the server's certificate; `zopp join --tls-ca FILE` remembers it for later commands",
+        ),
+        TlsProblem::NameMismatch => (
+            EXIT_UNREACHABLE,
+            "use the host name the server's certificate names in --server/ZOPP_SERVER, or ask its operator for a certificate that names this host",
+        ),
+        TlsProblem::Expired => (
+            EXIT_UNREACHABLE,
+            "check this machine's clock; if it is right, ask the server's operator to renew the certificate",
+        ),
+        TlsProblem::ClientCertificateRequired => (
+            EXIT_AUTH,
+            "pass --tls-cert FILE --tls-key FILE (or set ZOPP_TLS_CERT and ZOPP_TLS_KEY) with a client certificate from the CA the server trusts",
+        ),
+        TlsProblem::ClientCertificateRefused => (
+            EXIT_AUTH,
+            "the server does not accept this client certificate (another CA, or expired): ask its operator for one",
+        ),
+        TlsProblem::HandshakeClosed => (
+            EXIT_AUTH,
+            "if the server requires client certificates, pass --tls-cert FILE --tls-key FILE (or set ZOPP_TLS_CERT and ZOPP_TLS_KEY) with one from the CA it trusts; if you did, ask its operator whether it accepts that certificate",
+        ),
+        TlsProblem::NotTls => (
+            EXIT_UNREACHABLE,
+            "the server does not speak TLS on this port: check the port, or use http:// if it really serves plaintext",
+        ),
+        _ => (EXIT_UNREACHABLE, "check --server and the TLS settings (--tls-ca, --tls-cert, --tls-key)"),
+    }
+}
+
 /// Describes `err` for the user; `None` means exit quietly (a closed pipe on stdout).
 pub fn describe(err: &CliError) -> Option<Failure> {
     let f = |code: u8, hint: Option<String>, message: String| Failure {
@@ -262,6 +298,15 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             Some("zopp never overwrites an identity: set ZOPP_HOME to another directory to join again".into()),
             message,
         ),
+        Error::Plaintext { .. } => f(
+            EXIT_USAGE,
+            Some("use https:// (with --tls-ca if the server's CA is private), or pass --insecure (ZOPP_INSECURE=1) on a network you trust".into()),
+            message,
+        ),
+        Error::Tls { problem, .. } => {
+            let (code, hint) = tls_hint(*problem);
+            f(code, Some(hint.into()), message)
+        }
         Error::Unreachable { .. } => f(
             EXIT_UNREACHABLE,
             Some("is `zopp-server serve` running there? check --server/ZOPP_SERVER".into()),

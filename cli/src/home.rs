@@ -51,6 +51,27 @@ pub struct LocalConfig {
     pub principal_name: String,
 }
 
+/// TLS files chosen at join (`[tls]` in `config.toml`), used again for the same server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedTls {
+    /// CA certificate trusted for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate presented to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// The part of `config.toml` that [`RecordedTls`] lives in.
+#[derive(Deserialize)]
+struct TlsSection {
+    #[serde(default)]
+    tls: RecordedTls,
+}
+
 /// An unlocked local identity: ids plus both private keys.
 pub struct Identity {
     config: LocalConfig,
@@ -203,6 +224,52 @@ impl ZoppHome {
             .ok()
             .map(|c| c.server)
             .filter(|s| !s.is_empty())
+    }
+
+    /// The TLS files recorded at join for the recorded server (`[tls]` in `config.toml`); empty
+    /// when none were, or the file cannot be read.
+    pub fn recorded_tls(&self) -> RecordedTls {
+        let Ok(bytes) = read_bounded(&self.config_path(), MAX_CONFIG_FILE) else {
+            return RecordedTls::default();
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return RecordedTls::default();
+        };
+        toml::from_str::<TlsSection>(&text)
+            .map(|s| s.tls)
+            .unwrap_or_default()
+    }
+
+    /// Records the TLS files `server` uses (its CA and client certificate, as absolute paths) in
+    /// `config.toml`, so later commands to the same server use them too. Does nothing for a
+    /// server without them.
+    ///
+    /// # Errors
+    /// I/O and format errors of `config.toml`.
+    pub fn remember_tls(&self, server: &crate::ServerConfig) -> Result<()> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let tls = RecordedTls {
+            ca: server.tls_ca().map(absolute),
+            cert: server.client_identity().map(|i| absolute(&i.cert)),
+            key: server.client_identity().map(|i| absolute(&i.key)),
+        };
+        if tls == RecordedTls::default() {
+            return Ok(());
+        }
+        let path = self.config_path();
+        let format_error = |message: String| Error::LocalFormat {
+            path: path.clone(),
+            message,
+        };
+        let text = read_bounded(&path, MAX_CONFIG_FILE)
+            .map_err(|e| Error::io("cannot read", path.clone(), e))?;
+        let text = String::from_utf8(text).map_err(|_| format_error("not UTF-8".into()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| format_error(e.message().to_owned()))?;
+        let value = toml::Value::try_from(&tls).map_err(|e| format_error(e.to_string()))?;
+        table.insert("tls".into(), value);
+        let text = toml::to_string(&table).map_err(|e| format_error(e.to_string()))?;
+        replace_private(&path, text.as_bytes()).map_err(|e| Error::io("cannot write", path, e))
     }
 
     /// Loads and unlocks the identity. `passphrase` is asked only when the key file is sealed.

@@ -195,6 +195,9 @@ pub struct JoinedWorkspace {
 }
 
 fn refused(server: &ServerConfig, s: tonic::Status) -> Error {
+    if let Some(e) = server.transport_failure(&s) {
+        return e;
+    }
     match s.code() {
         Code::Unavailable => Error::Unreachable {
             server: server.url().to_owned(),

@@ -38,7 +38,9 @@ pub mod validate;
 mod verified;
 pub mod versions;
 
+pub use client::ClientIdentity;
 pub use client::{join, rpc_count, Client, JoinParams, ServerConfig, DEFAULT_SERVER};
+pub use error::TlsProblem;
 pub use error::{Error, Missing, Result};
 pub use home::{Identity, LocalConfig, ZoppHome};
 pub use scope::EnvRef;

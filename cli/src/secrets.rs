@@ -428,7 +428,7 @@ impl Client {
         let mut retried = false;
         loop {
             let digest = chain.digest(name);
-            match call(digest).await {
+            match crate::client::retry_read(|| call(digest)).await {
                 Ok(resp) => {
                     // Usually the response carries the very chain already derived: skip the
                     // key agreement and the cache update.
@@ -1107,34 +1107,35 @@ impl Client {
             At::Time(ms) => (ms.max(1), 0),
             At::EnvVersion(v) => (0, v),
         };
-        let req = self.signed(
-            method::FETCH_ENVIRONMENT,
-            pb::FetchEnvironmentRequest {
-                env: Some(env.to_proto()),
-                at_ms,
-                at_env_version,
-            },
-        );
-        let resp = self
-            .rpc()
-            .fetch_environment(req)
-            .await
-            .map(Response::into_inner)
-            .map_err(|s| {
-                if s.code() == Code::NotFound {
-                    if let Some(detail) = s.message().strip_prefix(POINT_IN_TIME_PREFIX) {
-                        if at != At::Now {
-                            return Error::NotFound(Missing::PointInTime {
-                                environment: env.environment().to_owned(),
-                                at: at.describe(),
-                                detail: detail.to_owned(),
-                            });
-                        }
+        let resp = crate::client::retry_read(|| {
+            let req = self.signed(
+                method::FETCH_ENVIRONMENT,
+                pb::FetchEnvironmentRequest {
+                    env: Some(env.to_proto()),
+                    at_ms,
+                    at_env_version,
+                },
+            );
+            let mut rpc = self.rpc();
+            async move { rpc.fetch_environment(req).await }
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| {
+            if s.code() == Code::NotFound {
+                if let Some(detail) = s.message().strip_prefix(POINT_IN_TIME_PREFIX) {
+                    if at != At::Now {
+                        return Error::NotFound(Missing::PointInTime {
+                            environment: env.environment().to_owned(),
+                            at: at.describe(),
+                            detail: detail.to_owned(),
+                        });
                     }
-                    self.cache().remove(env);
                 }
-                self.status_error(s, Target::Environment(env))
-            })?;
+                self.cache().remove(env);
+            }
+            self.status_error(s, Target::Environment(env))
+        })?;
         let chain = self.adopt(env, resp.keys.as_ref())?;
         let env_id = chain.environment();
         let writers = Writers::new(&resp.writers);

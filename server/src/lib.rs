@@ -18,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod feed;
 pub mod invite;
+pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rbac;
@@ -28,7 +29,7 @@ pub mod validate;
 
 use std::sync::{Mutex, MutexGuard};
 
-pub use server::{serve, ServeError, ServeOptions, TlsOptions};
+pub use server::{serve, ServeError, ServeOptions, TlsCheckError, TlsOptions};
 
 /// Source of the current time, so tests can control expiry and skew.
 pub trait Clock: Send + Sync + 'static {

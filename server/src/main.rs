@@ -17,9 +17,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use zopp_server::ratelimit::{RateLimit, DEFAULT_RATE_PER_SEC};
-use zopp_server::server::DEFAULT_DRAIN_TIMEOUT;
+use zopp_server::server::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UNSIGNED_RATE_PER_SEC,
+};
 use zopp_server::storage::{self, redact_url, Storage};
 use zopp_server::{invite, ServeOptions, TlsOptions};
+
+/// How long the runtime waits for leftover tasks after serving ended.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// The zopp server: a zero-knowledge secrets store over signed gRPC.
 #[derive(Parser, Debug)]
@@ -28,6 +33,17 @@ struct Cli {
     /// Database: sqlite://PATH or postgres://URL [default: sqlite://$ZOPP_HOME/server.db]
     #[arg(long, env = "ZOPP_DB", global = true, value_name = "URL")]
     db: Option<String>,
+
+    /// File holding the database URL (e.g. a mounted Kubernetes Secret), so the password stays
+    /// out of the environment and the process list; instead of --db
+    #[arg(
+        long,
+        env = "ZOPP_DB_FILE",
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "db"
+    )]
+    db_file: Option<PathBuf>,
 
     /// Log format on stderr
     #[arg(
@@ -52,6 +68,13 @@ enum Command {
     /// Copy every row of a stopped deployment's database into a new, empty one (e.g. SQLite to
     /// PostgreSQL), verifying counts and audit chains before committing
     MigrateData(MigrateDataArgs),
+    /// Exit 0 when the server on this machine reports ready on its metrics listener's
+    /// /readyz (for container HEALTHCHECKs, which have no curl)
+    Healthcheck {
+        /// Metrics address of the server (0.0.0.0 means this machine)
+        #[arg(long, env = "ZOPP_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics: String,
+    },
     /// Manage server invites
     Invite {
         #[command(subcommand)]
@@ -100,8 +123,22 @@ struct ServeArgs {
     #[arg(long, env = "ZOPP_RATE_LIMIT", default_value_t = DEFAULT_RATE_PER_SEC)]
     rate_limit: u32,
 
+    /// Unauthenticated requests (invite lookups, joins, device imports) per second allowed per
+    /// client address, with bursts of twice that (0 = no limit)
+    #[arg(long, env = "ZOPP_UNSIGNED_RATE_LIMIT", default_value_t = DEFAULT_UNSIGNED_RATE_PER_SEC)]
+    unsigned_rate_limit: u32,
+
+    /// Client connections served at once; more wait in the listen backlog
+    #[arg(long, env = "ZOPP_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// Close a client connection that sent nothing for this long (keep it above the 30s
+    /// keepalive interval), e.g. 2m
+    #[arg(long, env = "ZOPP_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
     /// Longest graceful drain on shutdown, e.g. 30s
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ZOPP_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
 }
 
@@ -148,7 +185,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Calls still blocked (in the database, say) once the drain has timed out must not keep the
+    // process alive: give them a moment, then exit regardless.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -186,11 +227,15 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let db = match cli.db {
-        Some(url) => url,
-        None => default_db_url()?,
+    let db = match (cli.db, &cli.db_file) {
+        // Needs no database: it asks the running server.
+        _ if matches!(cli.command, Command::Healthcheck { .. }) => String::new(),
+        (Some(url), _) => url,
+        (None, Some(file)) => read_db_file(file)?,
+        (None, None) => default_db_url()?,
     };
     match cli.command {
+        Command::Healthcheck { metrics } => healthcheck(&metrics),
         Command::Serve(args) => serve(args, &db).await,
         Command::Migrate => {
             let storage = open_storage(&db).await?;
@@ -207,6 +252,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     output,
                 },
         } => {
+            // An invite in a database no server reads would be a valid-looking token that no
+            // server accepts: `invite create` only ever writes to an existing deployment's.
+            require_existing_database(&db).await?;
             if let Some(u) = &url {
                 if !(u.starts_with("http://") || u.starts_with("https://"))
                     || u.len() > zopp_crypto::locator::MAX_URL_LEN
@@ -244,10 +292,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     writeln!(out, "{}", token.as_str())?;
                     match &url {
                         Some(u) => eprintln!(
-                            "single-use invite for {u}, expires {expires}: `zopp join TOKEN EMAIL` needs no --server"
+                            "single-use invite in {}, for {u}, expires {expires}: `zopp join TOKEN EMAIL` needs no --server",
+                            redact_url(&db)
                         ),
                         None => eprintln!(
-                            "single-use invite, expires {expires} (pass --url https://HOST:PORT to put the server's address into the token)"
+                            "single-use invite in {}, expires {expires} (pass --url https://HOST:PORT to put the server's address into the token)",
+                            redact_url(&db)
                         ),
                     }
                 }
@@ -255,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let v = serde_json::json!({
                         "token": token.as_str(),
                         "expires_at": expires,
+                        "database": redact_url(&db),
                         "server": url,
                     });
                     writeln!(out, "{v}")?;
@@ -291,6 +342,46 @@ async fn migrate_data(a: &MigrateDataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The database URL in `file`, without surrounding whitespace (a trailing newline is usual).
+fn read_db_file(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the database URL from {}", file.display()))?;
+    let url = text.trim();
+    if url.is_empty() {
+        bail!(
+            "{} is empty: it should hold the database URL",
+            file.display()
+        );
+    }
+    Ok(url.to_owned())
+}
+
+/// `zopp-server healthcheck`: GET /readyz on the metrics listener.
+fn healthcheck(metrics: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let addr: SocketAddr = metrics
+        .parse()
+        .with_context(|| format!("invalid metrics address '{metrics}'"))?;
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let timeout = Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: zopp\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or_default();
+    if status.contains(" 200 ") {
+        Ok(())
+    } else {
+        bail!("not ready: {status}")
+    }
+}
+
 /// `sqlite://$ZOPP_HOME/server.db`, creating `$ZOPP_HOME` (default `~/.zopp`) with mode 0700.
 fn default_db_url() -> anyhow::Result<String> {
     let home = match std::env::var_os("ZOPP_HOME") {
@@ -311,6 +402,39 @@ fn default_db_url() -> anyhow::Result<String> {
             .with_context(|| format!("cannot create {}", home.display()))?;
     }
     Ok(format!("sqlite://{}", home.join("server.db").display()))
+}
+
+/// Refuses a database that no server has set up: a SQLite file that does not exist, or a
+/// PostgreSQL database without zopp's tables.
+async fn require_existing_database(db: &str) -> anyhow::Result<()> {
+    let hint = "start `zopp-server serve` (or run `zopp-server migrate`) on it first, or pass the                 server's own --db / ZOPP_DB (its default is sqlite://$ZOPP_HOME/server.db of the                 account that runs it)";
+    if let Some(rest) = db.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+        if !path.is_file() {
+            bail!(
+                "database {} does not exist, so no server uses it; {hint}",
+                redact_url(db)
+            );
+        }
+    } else if storage::is_postgres_url(db) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(db)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", redact_url(db)))?;
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&mut conn)
+                .await
+                .with_context(|| format!("cannot inspect database {}", redact_url(db)))?;
+        let _ = conn.close().await;
+        if !migrated {
+            bail!(
+                "database {} holds no zopp tables, so no server uses it; {hint}",
+                redact_url(db)
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn open_storage(db: &str) -> anyhow::Result<Arc<dyn Storage>> {
@@ -356,6 +480,15 @@ async fn serve(args: ServeArgs, db: &str) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    if let (Some(tls), Some(cert), Some(key)) = (&tls, &args.tls_cert, &args.tls_key) {
+        tls.check().with_context(|| {
+            format!(
+                "cannot use --tls-cert {} with --tls-key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    }
     let prometheus = match metrics_addr {
         Some(_) => Some(zopp_server::metrics::install_recorder()?),
         None => None,
@@ -403,6 +536,13 @@ async fn serve(args: ServeArgs, db: &str) -> anyhow::Result<()> {
             RateLimit::per_second(args.rate_limit)
         },
         tls,
+        unsigned_rate_limit: if args.unsigned_rate_limit == 0 {
+            RateLimit::unlimited()
+        } else {
+            RateLimit::per_second(args.unsigned_rate_limit)
+        },
+        max_connections: args.max_connections.max(1),
+        idle_timeout: args.idle_timeout,
         drain_timeout: if args.drain_timeout.is_zero() {
             DEFAULT_DRAIN_TIMEOUT
         } else {

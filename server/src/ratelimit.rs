@@ -1,8 +1,9 @@
-//! Per-principal rate limiting: a token bucket per principal, refilled continuously.
-//!
-//! Applied after the signature check, so a forger cannot drain someone else's bucket.
+//! Rate limiting: a token bucket per key, refilled continuously. Signed calls are limited per
+//! principal, after the signature check, so a forger cannot drain someone else's bucket;
+//! unauthenticated calls per client address.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -53,13 +54,13 @@ struct Bucket {
     at: Instant,
 }
 
-/// The limiter shared by all requests.
-pub struct RateLimiter {
+/// The limiter shared by all requests, with one bucket per key (a principal by default).
+pub struct RateLimiter<K = PrincipalId> {
     limit: RateLimit,
-    buckets: Mutex<HashMap<PrincipalId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     /// A limiter enforcing `limit`.
     pub fn new(limit: RateLimit) -> Self {
         Self {
@@ -68,12 +69,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `principal`; `false` when its bucket is empty.
-    pub fn allow(&self, principal: PrincipalId) -> bool {
-        self.allow_at(principal, Instant::now())
+    /// Takes one token for `key`; `false` when its bucket is empty.
+    pub fn allow(&self, key: K) -> bool {
+        self.allow_at(key, Instant::now())
     }
 
-    fn allow_at(&self, principal: PrincipalId, now: Instant) -> bool {
+    fn allow_at(&self, key: K, now: Instant) -> bool {
         if self.limit.per_second <= 0.0 {
             return true;
         }
@@ -84,7 +85,7 @@ impl RateLimiter {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
             });
         }
-        let b = map.entry(principal).or_insert(Bucket {
+        let b = map.entry(key).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -109,7 +110,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let l = RateLimiter::new(RateLimit {
+        let l: RateLimiter = RateLimiter::new(RateLimit {
             per_second: 10.0,
             burst: 3.0,
         });
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn zero_rate_means_unlimited() {
-        let l = RateLimiter::new(RateLimit::unlimited());
+        let l: RateLimiter = RateLimiter::new(RateLimit::unlimited());
         let t = Instant::now();
         for _ in 0..10_000 {
             assert!(l.allow_at(P, t));

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod certs;
 pub mod pg;
 pub mod signed;
 
@@ -110,6 +111,8 @@ pub struct TestServer {
     pub pg: Option<Arc<PgDatabase>>,
     /// Extra `serve` arguments, kept for [`TestServer::restart`].
     extra_args: Vec<String>,
+    /// How clients trust the server when it serves TLS.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Spawns `zopp-server serve` on `listen` and reads the addresses it bound from its stdout.
@@ -173,6 +176,11 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// Run on this PostgreSQL database (its URL is the default for `db_url`).
     pub pg: Option<Arc<PgDatabase>>,
+    /// `--listen` address instead of a free loopback port (to restart on the same one).
+    pub listen: Option<String>,
+    /// The server serves TLS (its `--tls-*` flags are in `extra_args`): how the health check
+    /// trusts it, and [`TestServer::url`] becomes `https://localhost:PORT`.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl TestServer {
@@ -194,7 +202,7 @@ impl TestServer {
             home.path(),
             &db_url,
             &log_path,
-            "127.0.0.1:0",
+            opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
             &opts.extra_args,
         );
         let server = Self {
@@ -206,9 +214,10 @@ impl TestServer {
             log_path,
             pg: opts.pg.clone(),
             extra_args: opts.extra_args,
+            tls: opts.tls.clone(),
         };
         // A TLS listener does not answer the plaintext health check: its caller checks it.
-        if !server.extra_args.iter().any(|a| a == "--tls-cert") {
+        if server.tls.is_some() || !server.extra_args.iter().any(|a| a == "--tls-cert") {
             server.wait_healthy(Duration::from_secs(30));
         }
         server
@@ -270,7 +279,13 @@ impl TestServer {
 
     /// `http://host:port`, as `ZOPP_SERVER` wants it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.tls {
+            Some(_) => format!(
+                "https://localhost:{}",
+                self.addr.rsplit(':').next().expect("host:port")
+            ),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Blocks until the gRPC health check reports SERVING.
@@ -283,11 +298,12 @@ impl TestServer {
         let deadline = Instant::now() + timeout;
         rt.block_on(async {
             loop {
-                if let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone())
-                    .expect("valid url")
-                    .connect()
-                    .await
-                {
+                let mut endpoint =
+                    tonic::transport::Endpoint::from_shared(url.clone()).expect("valid url");
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint.tls_config(tls.clone()).expect("TLS config");
+                }
+                if let Ok(ch) = endpoint.connect().await {
                     let mut c = tonic_health::pb::health_client::HealthClient::new(ch);
                     let req = tonic_health::pb::HealthCheckRequest {
                         service: "zopp.v1.Zopp".into(),

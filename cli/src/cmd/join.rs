@@ -47,6 +47,7 @@ pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliErr
             },
         )
         .await?;
+        ctx.home.remember_tls(&server)?;
         for n in &joined.notes {
             out.note(&format!("note: {n}"));
         }
@@ -83,6 +84,8 @@ pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliErr
         },
     )
     .await?;
+    // The CA and client certificate that worked here are the ones later commands need.
+    ctx.home.remember_tls(&server)?;
     if out.is_json() {
         return out.json(&JoinJson {
             user_id: &config.user_id,

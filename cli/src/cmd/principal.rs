@@ -480,6 +480,7 @@ pub async fn run(
             let passphrase = transfer_passphrase(false)?;
             let config =
                 import_device(&server, &ctx.home, code, &passphrase, KdfParams::DEFAULT).await?;
+            ctx.home.remember_tls(&server)?;
             if out.is_json() {
                 return out.json(&ImportJson {
                     principal_id: &config.principal_id,

@@ -13,7 +13,9 @@ use crate::audit::action;
 use crate::auth::Caller;
 use crate::error::{ServiceError, ServiceResult};
 use crate::invite::InviteToken;
-use crate::storage::{AuditChain, AuditDraft, Conflict, NewJoin, NewPrincipal, StorageError};
+use crate::storage::{
+    AuditChain, AuditDraft, Conflict, NewJoin, NewPrincipal, ServerInviteRecord, StorageError,
+};
 use crate::validate;
 
 fn parse_token(text: &str) -> ServiceResult<InviteToken> {
@@ -35,6 +37,18 @@ impl ZoppService {
         m: LookupInviteRequest,
     ) -> ServiceResult<LookupInviteResponse> {
         let token = parse_token(&m.token)?;
+        let invite = self.usable_server_invite(&token).await?;
+        Ok(LookupInviteResponse {
+            expires_at_ms: invite.expires_at_ms,
+            kind: "server".to_string(),
+            workspace: String::new(),
+        })
+    }
+
+    /// The server invite `token` names, if its secret matches and it is neither used nor
+    /// expired. A read: `Join` calls it before the write that redeems the invite, so guesses
+    /// never wait for (or hold) the database's write lock.
+    async fn usable_server_invite(&self, token: &InviteToken) -> ServiceResult<ServerInviteRecord> {
         let invite = self
             .state
             .storage
@@ -51,11 +65,7 @@ impl ZoppService {
         if invite.expires_at_ms <= self.now_ms() {
             return Err(StorageError::InviteExpired.into());
         }
-        Ok(LookupInviteResponse {
-            expires_at_ms: invite.expires_at_ms,
-            kind: "server".to_string(),
-            workspace: String::new(),
-        })
+        Ok(invite)
     }
 
     pub(super) async fn join_rpc(&self, m: JoinRequest) -> ServiceResult<JoinResponse> {
@@ -65,6 +75,7 @@ impl ZoppService {
             .token
             .trim_matches(zopp_crypto::token::is_format_whitespace);
         let token = parse_token(token_text)?;
+        self.usable_server_invite(&token).await?;
         validate::email(&m.email)?;
         validate::principal_name(&m.principal_name)?;
         let signing_key = VerifyingKey::try_from_slice(&m.signing_key).map_err(|_| {

@@ -36,7 +36,7 @@ use crate::audit::{self, AuditAppender};
 use crate::auth::{Authenticator, Caller};
 use crate::error::{code_name, ServiceError, ServiceResult};
 use crate::feed::ChangeFeed;
-use crate::metrics::{RATE_LIMITED, RPC_DURATION, RPC_TOTAL};
+use crate::metrics::{AUTH_FAILURES, RATE_LIMITED, RPC_DURATION, RPC_TOTAL};
 use crate::ratelimit::RateLimiter;
 use crate::rbac::{self, Action, Denied, Grant, Role, Scope, Subject};
 use crate::storage::{
@@ -151,6 +151,8 @@ pub struct AppState {
     pub feed: Arc<dyn ChangeFeed>,
     /// Per-principal rate limit.
     pub limiter: RateLimiter,
+    /// Per-address rate limit of unauthenticated calls.
+    pub open_limiter: RateLimiter<std::net::IpAddr>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Flips to `true` when the server starts draining; open streams end.
@@ -167,10 +169,30 @@ pub struct ZoppService {
 pub type WatchStream =
     Pin<Box<dyn futures::Stream<Item = Result<WatchEnvironmentEvent, Status>> + Send>>;
 
-/// A random (version 4) id for one request's log lines. From the thread-local generator: a
-/// system call per request for a log correlation id is cost without benefit.
-fn request_id() -> uuid::Uuid {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+/// Longest client-supplied `x-request-id` kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The id of one request's log lines: the client's `x-request-id` when it sent a short one of
+/// printable ASCII (so a proxy's id follows the call through), else a random (version 4) UUID
+/// from the thread-local generator (a system call per request for a correlation id is cost
+/// without benefit).
+fn request_id(md: &tonic::metadata::MetadataMap) -> String {
+    md.get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        })
+}
+
+/// The client's address for log lines (`-` when the transport does not say).
+fn peer(remote: Option<std::net::SocketAddr>) -> String {
+    remote.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 
 /// Unary methods that append a read entry through the group committer: while one is in flight,
@@ -215,19 +237,26 @@ impl ZoppService {
     {
         let started = Instant::now();
         let _arrival = audits_read(method).then(|| self.state.audit.arriving());
-        let request_id = request_id();
+        let request_id = request_id(request.metadata());
         let span = tracing::info_span!(
             "rpc",
             %request_id,
             method,
-            principal = tracing::field::Empty
+            peer = %peer(request.remote_addr()),
+            principal = tracing::field::Empty,
+            auth_failure = tracing::field::Empty
         );
         let state = &self.state;
         let outcome = async {
             let caller = state
                 .auth
                 .authenticate(method, request.metadata(), request.get_ref())
-                .await?;
+                .await
+                .inspect_err(|e| {
+                    if let crate::auth::AuthFailure::Refused(e) = e {
+                        tracing::Span::current().record("auth_failure", e.reason());
+                    }
+                })?;
             tracing::Span::current()
                 .record("principal", tracing::field::display(caller.principal_id()));
             if !state.limiter.allow(caller.principal_id()) {
@@ -255,10 +284,42 @@ impl ZoppService {
         Fut: Future<Output = ServiceResult<R>>,
     {
         let started = Instant::now();
-        let request_id = request_id();
-        let span =
-            tracing::info_span!("rpc", %request_id, method, principal = tracing::field::Empty);
+        let request_id = request_id(request.metadata());
+        let remote = request.remote_addr();
+        let span = tracing::info_span!(
+            "rpc",
+            %request_id,
+            method,
+            peer = %peer(remote),
+            principal = tracing::field::Empty,
+            auth_failure = tracing::field::Empty
+        );
+        // Invite and export codes are guessed here, so each address gets a small budget.
+        if remote.is_some_and(|a| !self.state.open_limiter.allow(a.ip())) {
+            metrics::counter!(RATE_LIMITED).increment(1);
+            metrics::counter!(AUTH_FAILURES, "reason" => "rate_limited").increment(1);
+            span.record("auth_failure", "rate_limited");
+            let refused = Err(ServiceError::ResourceExhausted(
+                "too many unauthenticated requests from this address; retry in a few seconds"
+                    .into(),
+            ));
+            return finish(method, started, request_id, refused, &span);
+        }
         let outcome = handler(request.into_inner()).instrument(span.clone()).await;
+        if let Err(e) = &outcome {
+            // A code that does not open anything counts as a failed authentication.
+            if matches!(
+                e.code(),
+                Code::NotFound
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+            ) {
+                metrics::counter!(AUTH_FAILURES, "reason" => "invite").increment(1);
+                span.record("auth_failure", "invite");
+            }
+        }
         finish(method, started, request_id, outcome, &span)
     }
 
@@ -536,12 +597,12 @@ impl Resolved {
 fn finish<R>(
     method: &'static str,
     started: Instant,
-    request_id: uuid::Uuid,
+    request_id: String,
     outcome: ServiceResult<R>,
     span: &tracing::Span,
 ) -> Result<Response<R>, Status> {
     let _entered = span.enter();
-    let request_id_value = tonic::metadata::MetadataValue::try_from(request_id.to_string()).ok();
+    let request_id_value = tonic::metadata::MetadataValue::try_from(request_id).ok();
     let (code, reply) = match outcome {
         Ok(r) => {
             let mut resp = Response::new(r);
@@ -562,7 +623,8 @@ fn finish<R>(
     let elapsed = started.elapsed();
     let name = short_name(method);
     metrics::counter!(RPC_TOTAL, "method" => name, "code" => code_name(code)).increment(1);
-    metrics::histogram!(RPC_DURATION, "method" => name).record(elapsed.as_secs_f64());
+    metrics::histogram!(RPC_DURATION, "method" => name, "code" => code_name(code))
+        .record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     match code {
         Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
@@ -1042,6 +1104,7 @@ mod tests {
             audit: AuditAppender::spawn(storage.clone()),
             feed: Arc::new(crate::feed::LocalFeed::new()),
             limiter: RateLimiter::new(crate::ratelimit::RateLimit::unlimited()),
+            open_limiter: RateLimiter::new(crate::ratelimit::RateLimit::unlimited()),
             clock,
             shutdown,
         };

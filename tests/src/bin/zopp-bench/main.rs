@@ -157,6 +157,7 @@ fn unlimited(
         db_url,
         pg,
         extra_args: vec!["--rate-limit".into(), "0".into()],
+        ..ServerOptions::default()
     }
 }
 
