@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use zopp_crypto::ids::ServerId;
 use zopp_proto::v1::zopp_server::ZoppServer;
 
 use crate::audit::AuditAppender;
@@ -90,6 +91,9 @@ pub enum ServeError {
     /// Reflection descriptors failed to load.
     #[error("cannot load gRPC reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The server id could not be read or stored.
+    #[error("cannot read the server id: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Serves zopp on `listener` until `shutdown` completes, then drains: health turns NOT_SERVING,
@@ -104,10 +108,19 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let server_id = storage
+        .server_id(ServerId::random(&mut rand_core::OsRng))
+        .await?;
+    tracing::info!(server_id = %server_id, "server id");
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         storage: storage.clone(),
-        auth: Authenticator::new(storage.clone(), opts.replay.clone(), opts.clock.clone()),
+        auth: Authenticator::new(
+            storage.clone(),
+            opts.replay.clone(),
+            opts.clock.clone(),
+            server_id,
+        ),
         audit: AuditAppender::spawn(storage.clone()),
         feed: opts.feed.clone(),
         limiter: RateLimiter::new(opts.rate_limit),

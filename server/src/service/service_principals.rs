@@ -68,6 +68,7 @@ impl ZoppService {
         .await?;
         Ok(GetKeyShareResponse {
             server_key_share: share.to_vec(),
+            server_id: self.state.auth.server_id().as_bytes().to_vec(),
         })
     }
 
