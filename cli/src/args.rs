@@ -109,6 +109,18 @@ pub enum Command {
     /// Compare two environments of a project (-e A -e B) or one environment at two points in
     /// time (--at T1 --at T2, --at-version N1 --at-version N2): names added, removed, changed
     Diff(DiffArgs),
+    /// Store, print (credentials masked), list and restore kubeconfigs
+    #[command(subcommand)]
+    Kubeconfig(crate::cmd::kubeconfig::KubeconfigCommand),
+    /// Store, inspect and restore apps: manifest templates applied with secrets injected
+    #[command(subcommand)]
+    App(crate::cmd::app::AppCommand),
+    /// Render an app's manifest with every secret masked, and show what changed since the
+    /// last apply
+    Preview(crate::cmd::app::PreviewArgs),
+    /// Render an app's manifest with its secrets and pipe it to its apply command, under a
+    /// server-side lease
+    Apply(crate::cmd::app::ApplyArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
 }

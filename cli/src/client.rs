@@ -1015,7 +1015,9 @@ pub async fn join(
             home: home.dir().to_owned(),
         });
     }
-    let token = params.token.trim();
+    let token = params
+        .token
+        .trim_matches(zopp_crypto::token::is_format_whitespace);
     let keys = PrincipalKeys::generate(&mut OsRng);
     let signing_pub = keys.signing.verifying_key();
     let agreement_pub = keys.agreement.public_key();

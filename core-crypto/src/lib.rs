@@ -15,6 +15,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod local;
 pub mod sign;
+pub mod statement;
 pub mod token;
 pub mod wrap;
 

@@ -60,6 +60,12 @@ pub fn combine(a: &KeyShare, b: &KeyShare) -> AgreementSecret {
     AgreementSecret::from_bytes(*s)
 }
 
+/// The whitespace FORMAT.md §1 lets surround a token: space, tab, line feed, carriage return.
+/// Nothing else (no other Unicode space) is trimmed, so every implementation trims alike.
+pub fn is_format_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
 /// A decoded principal token. Secret: never printed.
 pub struct PrincipalToken {
     /// The service principal.
@@ -97,7 +103,7 @@ impl PrincipalToken {
     /// [`CryptoError::Malformed`] for anything that is not a well-formed token.
     pub fn try_parse(s: &str) -> Result<Self> {
         let body = s
-            .trim()
+            .trim_matches(is_format_whitespace)
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(CryptoError::Malformed("principal token"))?;
         let raw = Zeroizing::new(
@@ -165,6 +171,7 @@ mod tests {
         assert_eq!(t.share.expose_secret(), &SHARE);
         // Surrounding whitespace (a trailing newline from a file) is tolerated.
         assert!(PrincipalToken::try_parse(&format!("  {}\n", s.as_str())).is_ok());
+        assert!(PrincipalToken::try_parse(&format!("\t{}\r\n", s.as_str())).is_ok());
     }
 
     #[rstest]
@@ -200,6 +207,11 @@ mod tests {
     #[case::extra_char("A")]
     #[case::extra_bytes("AAAA")]
     #[case::inner_space(" x")]
+    // Only space, tab, LF and CR are trimmed (FORMAT.md §1): other spaces stay and fail.
+    #[case::no_break_space("\u{a0}")]
+    #[case::vertical_tab("\u{b}")]
+    #[case::form_feed("\u{c}")]
+    #[case::ideographic_space("\u{3000}")]
     fn non_canonical_forms_are_malformed(#[case] suffix: &str) {
         let s = format!("{}{suffix}", token().encode().as_str());
         assert_eq!(

@@ -1,5 +1,6 @@
 //! One module per command family; [`dispatch`] routes a parsed command line to it.
 
+pub mod app;
 pub mod audit;
 mod completions;
 mod diff;
@@ -7,6 +8,7 @@ mod environment;
 pub mod inject;
 pub mod invite;
 mod join;
+pub mod kubeconfig;
 pub mod permission;
 pub mod principal;
 mod project;
@@ -54,6 +56,10 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Permission(c) => permission::run(&ctx, &out, c, &cli.global).await,
         Command::Invite(c) => invite::run(&ctx, &out, c).await,
         Command::Principal(c) => principal::run(&ctx, &out, c, &cli.global).await,
+        Command::Kubeconfig(c) => kubeconfig::run(&ctx, &out, c).await,
+        Command::App(c) => app::run(&ctx, &out, c).await,
+        Command::Preview(a) => app::preview(&ctx, &out, a).await,
+        Command::Apply(a) => app::apply(&ctx, &out, a).await,
         Command::Diff(a) => diff::run(&ctx, &out, a, &cli.global.environment).await,
         Command::Completions(_) => unreachable!("handled above"),
     }

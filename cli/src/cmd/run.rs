@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Run with the environment as of its version N (see `zopp environment list`)
     #[arg(long, value_name = "N", conflicts_with_all = ["watch", "fallback"])]
     pub at_version: Option<u64>,
+    /// Write kubeconfig NAME of the environment to a private file (0600 in a 0700 directory,
+    /// removed when the command ends) and point KUBECONFIG at it; needs the write role
+    #[arg(long, value_name = "NAME", conflicts_with = "fallback_only")]
+    pub kubeconfig: Option<String>,
     /// The command to run, and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -124,6 +128,17 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
         None => obtain(&client, &env, a).await?,
     };
 
+    // Dropped (and so removed) when this function returns, after the command has ended.
+    let kube = match &a.kubeconfig {
+        Some(name) => Some(
+            super::kubeconfig::private_file(&client, &env, name, None)
+                .await?
+                .0,
+        ),
+        None => None,
+    };
+    let kube = kube.as_ref().map(zopp_cli::kubefile::KubeconfigFile::path);
+
     let pty = a.mask && std::io::stdout().is_terminal();
     let mut caught: Vec<Signal> = FORWARDED.to_vec();
     if pty {
@@ -131,7 +146,7 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     }
     let mut signals = signals::catch(&caught)
         .map_err(|e| Error::InvalidInput(format!("cannot install signal handlers: {e}")))?;
-    let mut running = start(a, &resolved, pty)?;
+    let mut running = start(a, &resolved, pty, kube)?;
     let mut current = resolved;
     let mut watcher = a
         .watch
@@ -174,7 +189,7 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
                     .stop(a.watch_grace)
                     .await
                     .map_err(|e| Error::InvalidInput(format!("cannot stop the command: {e}")))?;
-                running = start(a, &fresh, pty)?;
+                running = start(a, &fresh, pty, kube)?;
                 current = fresh;
             }
         }
@@ -349,7 +364,12 @@ fn variables(a: &RunArgs, env: &ResolvedEnvironment) -> Result<Vec<(OsString, Ve
 }
 
 /// Starts the child with `env`.
-fn start(a: &RunArgs, env: &ResolvedEnvironment, pty: bool) -> Result<Running, CliError> {
+fn start(
+    a: &RunArgs,
+    env: &ResolvedEnvironment,
+    pty: bool,
+    kubeconfig: Option<&Path>,
+) -> Result<Running, CliError> {
     let (program, args) = a
         .command
         .split_first()
@@ -357,6 +377,11 @@ fn start(a: &RunArgs, env: &ResolvedEnvironment, pty: bool) -> Result<Running, C
     let masker = a
         .mask
         .then(|| Masker::new(env.secrets.iter().map(|s| s.expose_value())));
+    let mut vars = variables(a, env)?;
+    if let Some(path) = kubeconfig {
+        use std::os::unix::ffi::OsStrExt;
+        vars.push(("KUBECONFIG".into(), path.as_os_str().as_bytes().to_vec()));
+    }
     let spec = Spec {
         program,
         args,
@@ -365,7 +390,7 @@ fn start(a: &RunArgs, env: &ResolvedEnvironment, pty: bool) -> Result<Running, C
             .filter(|k| !a.allow_env.iter().any(|x| x == *k))
             .map(OsString::from)
             .collect(),
-        env: variables(a, env)?,
+        env: vars,
         masker,
         pty,
     };
