@@ -7,8 +7,14 @@ use std::process::Command;
 use zopp_tests::{bin, TestOutput, TestServer, TestUser};
 
 /// `zopp join` for `u` without a terminal and without the test kit's `ZOPP_NO_PASSPHRASE`.
-fn join(u: &TestUser, invite: &str, extra: &[&str], env: &[(&str, &str)]) -> TestOutput {
-    let mut args = vec!["join", invite, "a@example.com"];
+fn join(
+    u: &TestUser,
+    invite: &str,
+    email: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> TestOutput {
+    let mut args = vec!["join", invite, email];
     args.extend_from_slice(extra);
     let mut cmd = u.cmd(&args);
     cmd.env_remove("ZOPP_NO_PASSPHRASE");
@@ -26,7 +32,7 @@ fn without_a_terminal_a_key_file_is_not_written_unencrypted_silently() {
     let key = u.home.path().join("principal.key");
 
     // Neither a passphrase nor --no-passphrase: refused before the invite is spent.
-    join(&u, &invite, &[], &[])
+    join(&u, &invite, "a@example.com", &[], &[])
         .assert_exit_code(2)
         .assert_stderr_contains(
             "error: no passphrase for the new key file: stdin is not a terminal to ask for one",
@@ -36,15 +42,22 @@ fn without_a_terminal_a_key_file_is_not_written_unencrypted_silently() {
         );
     assert!(!key.exists());
     // An empty ZOPP_PASSPHRASE is not a way of saying "none".
-    join(&u, &invite, &[], &[("ZOPP_PASSPHRASE", "")])
-        .assert_exit_code(2)
-        .assert_stderr_contains("ZOPP_PASSPHRASE is set but empty");
+    join(
+        &u,
+        &invite,
+        "a@example.com",
+        &[],
+        &[("ZOPP_PASSPHRASE", "")],
+    )
+    .assert_exit_code(2)
+    .assert_stderr_contains("ZOPP_PASSPHRASE is set but empty");
     assert!(!key.exists());
 
     // A passphrase seals the key file.
     join(
         &u,
         &invite,
+        "a@example.com",
         &[],
         &[("ZOPP_PASSPHRASE", "correct horse battery")],
     )
@@ -54,12 +67,12 @@ fn without_a_terminal_a_key_file_is_not_written_unencrypted_silently() {
     assert!(zopp_crypto::keyfile::decode(&sealed, Some(b"correct horse battery")).is_ok());
 
     // Saying so explicitly stores it plain, by flag or by ZOPP_NO_PASSPHRASE=1.
-    for (extra, env) in [
-        (&["--no-passphrase"][..], &[][..]),
-        (&[][..], &[("ZOPP_NO_PASSPHRASE", "1")][..]),
+    for (email, extra, env) in [
+        ("b@example.com", &["--no-passphrase"][..], &[][..]),
+        ("c@example.com", &[][..], &[("ZOPP_NO_PASSPHRASE", "1")][..]),
     ] {
         let v = TestUser::new(&server);
-        join(&v, &server.invite(), extra, env).assert_success();
+        join(&v, &server.invite(), email, extra, env).assert_success();
         let plain = std::fs::read(v.home.path().join("principal.key")).expect("key file");
         assert!(zopp_crypto::keyfile::decode(&plain, None).is_ok());
     }

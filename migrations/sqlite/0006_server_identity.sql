@@ -1,5 +1,5 @@
--- zopp schema, version 5 (SQLite): the deployment's server id. Mirrored by
--- migrations/postgres/0005_server_identity.sql.
+-- zopp schema, version 6 (SQLite): the deployment's server id. Mirrored by
+-- migrations/postgres/0006_server_identity.sql.
 --
 -- Every request signature binds the id of the deployment it is meant for (FORMAT.md §4), so a
 -- request signed for one deployment is refused by another that shares a copy of its database.
