@@ -30,7 +30,7 @@ use tonic::Response;
 use zopp_crypto::audit::AuditRecord;
 use zopp_crypto::ids::{PrincipalId, ServerId, WorkspaceId};
 use zopp_crypto::keys::{verify_batch_grouped, AgreementPublic, VerifyingKey};
-use zopp_crypto::sign::{join_message, request_message, NONCE_LEN, ZERO_HASH};
+use zopp_crypto::sign::{join_message, request_message, NONCE_LEN, UNBOUND_SERVER, ZERO_HASH};
 use zopp_proto::v1 as pb;
 
 use crate::client::{Client, Target};
@@ -44,6 +44,8 @@ pub const LIST_AUDIT: &str = "/zopp.v1.Zopp/ListAudit";
 const JOIN: &str = "/zopp.v1.Zopp/Join";
 /// Full gRPC path of `JoinWorkspace`: like `Join`, signed over the keys, email and token hash.
 const JOIN_WORKSPACE: &str = "/zopp.v1.Zopp/JoinWorkspace";
+/// Full gRPC path of `GetKeyShare`, signed for no server (FORMAT.md §4).
+const GET_KEY_SHARE: &str = "/zopp.v1.Zopp/GetKeyShare";
 /// Entries asked for per page (the server's largest page).
 pub const PAGE_SIZE: u32 = 1000;
 /// Directory of `$ZOPP_HOME` holding pinned chain heads.
@@ -732,7 +734,12 @@ impl ChainVerifier {
             index,
             key,
             message: request_message(
-                &self.server_id,
+                // A principal token's first call is signed before it knows the server id.
+                if e.method == GET_KEY_SHARE {
+                    &UNBOUND_SERVER
+                } else {
+                    &self.server_id
+                },
                 &e.method,
                 e.request_timestamp_ms,
                 nonce,

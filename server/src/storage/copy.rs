@@ -531,12 +531,6 @@ macro_rules! insert_rows {
 macro_rules! verify_target {
     ($tx:expr, $data:expr, $report:expr) => {{
         for d in $data.iter() {
-            if REPLACED.contains(&d.table.name) {
-                sqlx::query(&format!("DELETE FROM {}", d.table.name))
-                    .execute(&mut *$tx)
-                    .await?;
-                continue;
-            }
             let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", d.table.name))
                 .fetch_one(&mut *$tx)
                 .await?;
