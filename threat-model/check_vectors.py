@@ -594,9 +594,9 @@ def open_envelope(key, aad, env):
     return decode_payload(aead_open(key, env[2:26], env[26:], aad))
 
 
-def request_message(method, ts, nonce, body_hash):
+def request_message(server_id, method, ts, nonce, body_hash):
     m = method.encode()
-    return b"zopp/v1/request" + b"\x01" + lp(m) + i64(ts) + nonce + body_hash
+    return b"zopp/v1/request" + b"\x02" + server_id + lp(m) + i64(ts) + nonce + body_hash
 
 
 def admission_message(principal, signing, agreement, admitter):
@@ -768,7 +768,9 @@ def check_seed(seed, key, msg, sig):
 
 def op_request_verify(i):
     body_hash = sha256(hx(i, "body"))
-    msg = request_message(i["method"], i["timestamp_ms"], hx(i, "nonce"), body_hash)
+    msg = request_message(
+        hx(i, "server_id"), i["method"], i["timestamp_ms"], hx(i, "nonce"), body_hash
+    )
     ed25519_verify(hx(i, "verifying_key"), msg, hx(i, "signature"))
     check_seed(hx(i, "signing_seed"), hx(i, "verifying_key"), msg, hx(i, "signature"))
     return {"body_sha256": body_hash, "message": msg}
@@ -854,7 +856,9 @@ def op_audit_verify(i):
             else:
                 if len(nonce) != 16 or len(rh) != 32:
                     raise Refused(BAD_SIGNATURE)
-                msg = request_message(e["method"], e["request_timestamp_ms"], nonce, rh)
+                msg = request_message(
+                    hx(i, "server_id"), e["method"], e["request_timestamp_ms"], nonce, rh
+                )
             ed25519_verify(key, msg, sig)
         prev, nxt = h, e["seq"] + 1
     return {"head_seq": nxt - 1, "head": prev}

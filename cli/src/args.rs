@@ -19,6 +19,8 @@ Environment:
                     default scope
   ZOPP_OUTPUT       human or json
   ZOPP_PASSPHRASE   passphrase of the key file (otherwise asked on a terminal)
+  ZOPP_NO_PASSPHRASE=1
+                    `join` stores the new key file unencrypted (like --no-passphrase)
 
 Exit codes: 0 ok, 1 error, 2 usage or invalid input, 3 not found, 4 permission denied,
 5 authentication, 6 conflict, 7 server unreachable.";
@@ -209,6 +211,10 @@ pub struct JoinArgs {
     /// Name for this device [default: the host name]
     #[arg(long, value_name = "DEVICE")]
     pub name: Option<String>,
+    /// Store the new key file without a passphrase (also ZOPP_NO_PASSPHRASE=1); without a
+    /// terminal, zopp otherwise needs ZOPP_PASSPHRASE
+    #[arg(long)]
+    pub no_passphrase: bool,
 }
 
 /// `zopp workspace …`.

@@ -28,9 +28,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tonic::Response;
 use zopp_crypto::audit::AuditRecord;
-use zopp_crypto::ids::{PrincipalId, WorkspaceId};
+use zopp_crypto::ids::{PrincipalId, ServerId, WorkspaceId};
 use zopp_crypto::keys::{verify_batch_grouped, AgreementPublic, VerifyingKey};
-use zopp_crypto::sign::{join_message, request_message, NONCE_LEN, ZERO_HASH};
+use zopp_crypto::sign::{join_message, request_message, NONCE_LEN, UNBOUND_SERVER, ZERO_HASH};
 use zopp_proto::v1 as pb;
 
 use crate::client::{Client, Target};
@@ -44,6 +44,8 @@ pub const LIST_AUDIT: &str = "/zopp.v1.Zopp/ListAudit";
 const JOIN: &str = "/zopp.v1.Zopp/Join";
 /// Full gRPC path of `JoinWorkspace`: like `Join`, signed over the keys, email and token hash.
 const JOIN_WORKSPACE: &str = "/zopp.v1.Zopp/JoinWorkspace";
+/// Full gRPC path of `GetKeyShare`, signed for no server (FORMAT.md §4).
+const GET_KEY_SHARE: &str = "/zopp.v1.Zopp/GetKeyShare";
 /// Entries asked for per page (the server's largest page).
 pub const PAGE_SIZE: u32 = 1000;
 /// Directory of `$ZOPP_HOME` holding pinned chain heads.
@@ -247,7 +249,11 @@ impl Client {
             self.identity().principal().to_string(),
             self.identity().keys().signing.verifying_key(),
         );
-        let mut verifier = ChainVerifier::new(matches!(chain, AuditChain::Server), pin.as_ref());
+        let mut verifier = ChainVerifier::new(
+            self.server_id(),
+            matches!(chain, AuditChain::Server),
+            pin.as_ref(),
+        );
         verifier.own_key(own.0, own.1);
         let fail = |failure: ChainFailure| Error::AuditChain {
             chain: chain.describe(),
@@ -487,6 +493,8 @@ struct SignedRequest {
 
 /// Checks a chain page by page. Pure and synchronous: the caller downloads, this checks.
 pub struct ChainVerifier {
+    /// The deployment the requests were signed for (FORMAT.md §4).
+    server_id: ServerId,
     server_chain: bool,
     next_seq: u64,
     prev_hash: [u8; 32],
@@ -510,8 +518,9 @@ impl std::fmt::Debug for ChainVerifier {
 impl ChainVerifier {
     /// A verifier for a workspace chain (`server_chain == false`) or the server chain, starting
     /// from the first entry, with the pin of the last run if any.
-    fn new(server_chain: bool, pin: Option<&Pin>) -> Self {
+    fn new(server_id: ServerId, server_chain: bool, pin: Option<&Pin>) -> Self {
         Self {
+            server_id,
             server_chain,
             next_seq: 1,
             prev_hash: ZERO_HASH,
@@ -724,7 +733,18 @@ impl ChainVerifier {
         jobs.push(SigJob {
             index,
             key,
-            message: request_message(&e.method, e.request_timestamp_ms, nonce, body_hash),
+            message: request_message(
+                // A principal token's first call is signed before it knows the server id.
+                if e.method == GET_KEY_SHARE {
+                    &UNBOUND_SERVER
+                } else {
+                    &self.server_id
+                },
+                &e.method,
+                e.request_timestamp_ms,
+                nonce,
+                body_hash,
+            ),
             signature: &e.signature,
         });
         Ok(())
@@ -926,6 +946,8 @@ mod tests {
     /// The test actor's principal id.
     const ALICE: &str = "6f1c2a36-6a0b-4c3e-9d0e-2f5b7a1e9c11";
     const GET_SECRET: &str = "/zopp.v1.Zopp/GetSecret";
+    /// The deployment the test requests are signed for.
+    const SERVER: ServerId = ServerId::from_bytes([0x5e; 16]);
 
     fn alice() -> SigningKey {
         SigningKey::from_seed(&ALICE_SEED)
@@ -949,7 +971,7 @@ mod tests {
         let seq = chain.len() as u64 + 1;
         let nonce = [seq as u8; NONCE_LEN];
         let ts = 1_700_000_000_000 + seq as i64;
-        let signature = sign_request(key, GET_SECRET, ts, &nonce, body).to_vec();
+        let signature = sign_request(key, &SERVER, GET_SECRET, ts, &nonce, body).to_vec();
         let mut e = pb::AuditEntry {
             seq,
             time_ms: ts + 1,
@@ -1032,7 +1054,7 @@ mod tests {
         page: usize,
         pin: Option<&Pin>,
     ) -> Result<Verified, ChainFailure> {
-        let mut v = ChainVerifier::new(false, pin);
+        let mut v = ChainVerifier::new(SERVER, false, pin);
         for p in entries.chunks(page.max(1)) {
             v.page(&response(p, entries.last()))?;
         }
@@ -1137,6 +1159,7 @@ mod tests {
         forged.action = "secret.write".into();
         forged.signature = sign_request(
             &SigningKey::from_seed(&MALLORY_SEED),
+            &SERVER,
             GET_SECRET,
             1,
             &[1; 16],
@@ -1247,13 +1270,13 @@ mod tests {
     #[test]
     fn head_must_be_the_last_entry_sent() {
         let c = chain(10);
-        let mut v = ChainVerifier::new(false, None);
+        let mut v = ChainVerifier::new(SERVER, false, None);
         v.page(&response(&c[..8], c.last())).expect("page");
         assert_eq!(
             v.finish(10, &c[9].hash).unwrap_err().to_string(),
             "head mismatch: the server reports head 10 but the chain it sent ends at 8"
         );
-        let mut v = ChainVerifier::new(false, None);
+        let mut v = ChainVerifier::new(SERVER, false, None);
         v.page(&response(&c, c.last())).expect("page");
         assert_eq!(
             v.finish(10, &[0; 32]).unwrap_err(),
@@ -1281,7 +1304,7 @@ mod tests {
             ChainFailure::Unsigned { seq: 3 }
         );
         // On the server chain an actorless entry is a server event.
-        let mut v = ChainVerifier::new(true, None);
+        let mut v = ChainVerifier::new(SERVER, true, None);
         v.page(&response(&c, c.last())).expect("server chain");
         let done = v.finish(5, &c[4].hash).expect("verified");
         assert_eq!((done.server_events, done.signatures), (1, 4));
@@ -1303,7 +1326,7 @@ mod tests {
             verify_paged(&c, 10, Some(&pin)).unwrap_err(),
             ChainFailure::KeyChanged { .. }
         ));
-        let mut v = ChainVerifier::new(false, None);
+        let mut v = ChainVerifier::new(SERVER, false, None);
         v.own_key(
             ALICE.into(),
             SigningKey::from_seed(&MALLORY_SEED).verifying_key(),
@@ -1313,7 +1336,7 @@ mod tests {
             ChainFailure::NotOwnKey { .. }
         ));
         // A key that changes between pages of one run is refused too.
-        let mut v = ChainVerifier::new(false, None);
+        let mut v = ChainVerifier::new(SERVER, false, None);
         v.page(&response(&c[..1], c.last())).expect("first page");
         let mut second = response(&c[1..], c.last());
         second.actors = vec![actor(ALICE, &SigningKey::from_seed(&MALLORY_SEED))];
@@ -1358,12 +1381,12 @@ mod tests {
             ..Default::default()
         };
         rehash_from(&[], e.clone(), &mut e);
-        let mut v = ChainVerifier::new(true, None);
+        let mut v = ChainVerifier::new(SERVER, true, None);
         v.page(&response(std::slice::from_ref(&e), Some(&e)))
             .expect("join verifies");
         e.signature[0] ^= 1;
         rehash_from(&[], e.clone(), &mut e);
-        let mut v = ChainVerifier::new(true, None);
+        let mut v = ChainVerifier::new(SERVER, true, None);
         assert_eq!(
             v.page(&response(std::slice::from_ref(&e), Some(&e)))
                 .unwrap_err(),
@@ -1408,7 +1431,7 @@ mod tests {
             checked.push(entry);
         }
         // The vectors carry no signer keys: check links and hashes alone.
-        let mut v2 = ChainVerifier::new(false, None);
+        let mut v2 = ChainVerifier::new(SERVER, false, None);
         let result = checked.iter().try_for_each(|e| {
             let hash = v2.check_link(e)?;
             v2.advance(hash);

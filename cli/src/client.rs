@@ -13,10 +13,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroizing;
-use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, WorkspaceId};
+use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 use zopp_crypto::keyfile::KdfParams;
 use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey};
-use zopp_crypto::sign::{join_message, sign_request, NONCE_LEN};
+use zopp_crypto::sign::{join_message, sign_request, NONCE_LEN, UNBOUND_SERVER};
 use zopp_crypto::token::PrincipalToken;
 use zopp_crypto::wrap::{wrap_to_recipient, wrap_under, KeyContext};
 use zopp_proto::v1 as pb;
@@ -415,9 +415,11 @@ fn now_ms() -> i64 {
 }
 
 /// Wraps `msg` in a request signed per FORMAT.md §4 by `principal`'s `key`: the signature covers
-/// the method, a fresh timestamp and nonce, and the SHA-256 of the message's prost encoding.
+/// the server id, the method, a fresh timestamp and nonce, and the SHA-256 of the message's
+/// prost encoding.
 pub(crate) fn signed_request<T: Message>(
     key: &SigningKey,
+    server_id: &ServerId,
     principal: PrincipalId,
     method: &'static str,
     msg: T,
@@ -426,7 +428,7 @@ pub(crate) fn signed_request<T: Message>(
     let ts = now_ms();
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
-    let sig = sign_request(key, method, ts, &nonce, &body);
+    let sig = sign_request(key, server_id, method, ts, &nonce, &body);
     let mut req = Request::new(msg);
     let md = req.metadata_mut();
     let ascii = |s: String| {
@@ -532,10 +534,61 @@ pub(crate) fn missing(message: &str, target: Target<'_>) -> Missing {
     }
 }
 
+/// The server id in a response: 16 bytes.
+fn server_id_from(bytes: &[u8]) -> Result<ServerId> {
+    <[u8; 16]>::try_from(bytes)
+        .map(ServerId::from_bytes)
+        .map_err(|_| Error::BadResponse("the server id is not 16 bytes".into()))
+}
+
+/// Asks the server for its id (`GetServerInfo`, unsigned).
+async fn fetch_server_id(server: &ServerConfig, rpc: &mut ZoppClient<Channel>) -> Result<ServerId> {
+    let info = rpc
+        .get_server_info(pb::GetServerInfoRequest {})
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| match s.code() {
+            Code::Unavailable => Error::Unreachable {
+                server: server.url().to_owned(),
+                detail: s.message().to_owned(),
+            },
+            code => Error::Refused {
+                code,
+                message: s.message().to_owned(),
+            },
+        })?;
+    server_id_from(&info.server_id)
+}
+
+/// Makes sure `home` has a pinned server id: a home made before server ids asks the server
+/// once (`GetServerInfo`) and pins the answer, trusting it on first use like the rest of the
+/// state that home pinned then. An unreachable server leaves it unpinned (the next call that
+/// reaches the server reports the outage).
+///
+/// # Errors
+/// Reading or writing the pin; a malformed answer.
+pub async fn ensure_server_id(server: &ServerConfig, home: &ZoppHome) -> Result<()> {
+    if home.server_id()?.is_some() {
+        return Ok(());
+    }
+    let mut rpc = match server.channel().await {
+        Ok(c) => grpc(c),
+        Err(Error::Unreachable { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match fetch_server_id(server, &mut rpc).await {
+        Ok(id) => home.pin_server_id(id),
+        Err(Error::Unreachable { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A signed-in connection to one zopp server.
 pub struct Client {
     rpc: ZoppClient<Channel>,
     server: ServerConfig,
+    /// The deployment every request is signed for (FORMAT.md §4).
+    server_id: ServerId,
     identity: Identity,
     cache: KeyCache,
     /// The zopp home of a device identity; `None` for a principal token, which writes nothing.
@@ -560,10 +613,20 @@ impl Client {
         home: &ZoppHome,
     ) -> Result<Self> {
         let channel = server.channel().await?;
+        let mut rpc = grpc(channel);
+        let server_id = match home.server_id()? {
+            Some(id) => id,
+            None => {
+                let id = fetch_server_id(&server, &mut rpc).await?;
+                home.pin_server_id(id)?;
+                id
+            }
+        };
         let cache = KeyCache::new(home.cache_dir(), server.url(), identity.principal());
         Ok(Self {
-            rpc: grpc(channel),
+            rpc,
             server,
+            server_id,
             identity,
             cache,
             home: Some(home.clone()),
@@ -588,8 +651,10 @@ impl Client {
         let channel = server.channel().await?;
         let rpc = grpc(channel);
         let share = retry_read(|| {
+            // The one call signed before the server id is known: its answer names it.
             let req = signed_request(
                 &token.signing,
+                &UNBOUND_SERVER,
                 token.principal,
                 crate::teams::method::GET_KEY_SHARE,
                 pb::GetKeyShareRequest {},
@@ -619,6 +684,7 @@ impl Client {
                 message: s.message().to_owned(),
             },
         })?;
+        let server_id = server_id_from(&share.server_id)?;
         let server_share: [u8; 32] = share
             .server_key_share
             .as_slice()
@@ -651,6 +717,7 @@ impl Client {
         Ok(Self {
             rpc,
             server,
+            server_id,
             identity,
             cache,
             home: None,
@@ -664,12 +731,15 @@ impl Client {
     /// # Errors
     /// [`Error::BadServer`] for TLS setup problems. An unreachable server is reported by the
     /// first call, as [`Error::Unreachable`].
+    /// Signs for the server id pinned in `home` (see [`ensure_server_id`]); a home without one
+    /// (the server was unreachable when it was asked) signs for none, which the server refuses.
     pub fn connect_lazy(server: ServerConfig, identity: Identity, home: &ZoppHome) -> Result<Self> {
         let channel = server.lazy_channel()?;
         let cache = KeyCache::new(home.cache_dir(), server.url(), identity.principal());
         Ok(Self {
             rpc: grpc(channel),
             server,
+            server_id: home.server_id()?.unwrap_or(UNBOUND_SERVER),
             identity,
             cache,
             home: Some(home.clone()),
@@ -683,6 +753,10 @@ impl Client {
     /// The server this client talks to.
     pub fn server(&self) -> &ServerConfig {
         &self.server
+    }
+    /// The server id this client signs its requests for.
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
     }
     pub(crate) fn cache(&self) -> &KeyCache {
         &self.cache
@@ -700,6 +774,7 @@ impl Client {
     pub(crate) fn signed<T: Message>(&self, method: &'static str, msg: T) -> Request<T> {
         signed_request(
             &self.identity.keys().signing,
+            &self.server_id,
             self.identity.principal(),
             method,
             msg,
@@ -1281,6 +1356,10 @@ pub async fn join(
         Error::BadResponse("the server returned invalid principal or user ids".into())
     })?;
     home.write_config(&config)?;
+    // A server too old to name its id leaves the pin to the first connection.
+    if let Ok(id) = server_id_from(&joined.server_id) {
+        home.pin_server_id(id)?;
+    }
     Ok(config)
 }
 

@@ -365,6 +365,7 @@ impl Context {
             return Ok(Client::connect_token(server, &token.0).await?);
         }
         let identity = self.home.load_identity(home::unlock_passphrase)?;
+        zopp_cli::client::ensure_server_id(&server, &self.home).await?;
         Ok(Client::connect_lazy(server, identity, &self.home)?)
     }
 }

@@ -50,6 +50,12 @@ pub enum Error {
         /// The key file.
         path: PathBuf,
     },
+    /// A new key file would be written unencrypted without the user having asked for it.
+    #[error("no passphrase for the new key file: {reason}")]
+    NewKeyPassphraseRequired {
+        /// Why none could be had.
+        reason: &'static str,
+    },
     /// The passphrase does not open the key file.
     #[error("wrong passphrase for {}", path.display())]
     WrongPassphrase {
@@ -202,6 +208,12 @@ pub enum Error {
         message: String,
         /// The error fetching the environment the reference points into, if that is the problem.
         cause: Option<Box<Error>>,
+    },
+    /// A reference points into another environment this run was not allowed to read for it.
+    #[error("references into {environment} are not allowed here")]
+    ReferenceNotAllowed {
+        /// `project/environment` the reference points into.
+        environment: String,
     },
     /// The local fallback copy of an environment cannot be used.
     #[error("{0}")]

@@ -288,6 +288,11 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             Some("set ZOPP_PASSPHRASE, or run zopp in a terminal to be asked".into()),
             message,
         ),
+        Error::NewKeyPassphraseRequired { .. } => f(
+            EXIT_USAGE,
+            Some("set ZOPP_PASSPHRASE to protect the key, or pass --no-passphrase (ZOPP_NO_PASSPHRASE=1) to store it unencrypted".into()),
+            message,
+        ),
         Error::WrongPassphrase { .. } => f(
             EXIT_AUTH,
             Some("check ZOPP_PASSPHRASE (or what you typed)".into()),
@@ -349,6 +354,11 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             Some("your grant may have changed: ask an admin to grant access again".into()),
             message,
         ),
+        Error::ReferenceNotAllowed { environment } => f(
+            EXIT_PERMISSION,
+            Some(format!("pass --allow-ref {environment} if values of {environment} may be used here (docs/run.md \"References\")")),
+            message,
+        ),
         Error::Reference { cause, .. } => {
             let (code, hint) = match cause.as_deref().and_then(|c| describe(&CliError::Sdk(clone_for_exit(c)))) {
                 Some(c) => (c.code, c.hint),
@@ -408,6 +418,9 @@ fn clone_for_exit(e: &Error) -> Error {
             kind: *kind,
             name: name.clone(),
             reason,
+        },
+        Error::ReferenceNotAllowed { environment } => Error::ReferenceNotAllowed {
+            environment: environment.clone(),
         },
         other => Error::InvalidInput(other.to_string()),
     }

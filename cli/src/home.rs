@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
-use zopp_crypto::ids::{PrincipalId, UserId};
+use zopp_crypto::ids::{PrincipalId, ServerId, UserId};
 use zopp_crypto::keyfile::{self, KdfParams};
 use zopp_crypto::keys::PrincipalKeys;
 
@@ -364,6 +364,40 @@ impl ZoppHome {
         let path = self.config_path();
         replace_private(&path, text.as_bytes()).map_err(|e| Error::io("cannot write", path, e))
     }
+
+    /// Path of the pinned server id.
+    pub fn server_id_path(&self) -> PathBuf {
+        self.dir.join(SERVER_ID_FILE)
+    }
+
+    /// The server id pinned at join (FORMAT.md §4), if any.
+    ///
+    /// # Errors
+    /// [`Error::LocalFormat`] when the file holds something else; [`Error::LocalIo`].
+    pub fn server_id(&self) -> Result<Option<ServerId>> {
+        let path = self.server_id_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        };
+        ServerId::try_parse(text.trim())
+            .map(Some)
+            .map_err(|e| Error::LocalFormat {
+                path,
+                message: e.to_string(),
+            })
+    }
+
+    /// Pins `id` as the server this identity signs its requests for.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when it cannot be written.
+    pub fn pin_server_id(&self, id: ServerId) -> Result<()> {
+        let path = self.server_id_path();
+        replace_private(&path, format!("{id}\n").as_bytes())
+            .map_err(|e| Error::io("cannot write", path, e))
+    }
 }
 
 /// Creates `dir` and missing parents with mode 0700.
@@ -434,22 +468,43 @@ fn warn_if_exposed(path: &Path) {
     }
 }
 
-/// The passphrase for a new key file: `ZOPP_PASSPHRASE` when set, else a prompt (asked twice)
-/// when stdin is a terminal, else none. Empty means no passphrase.
+/// File of `$ZOPP_HOME` holding the pinned server id.
+pub const SERVER_ID_FILE: &str = "server_id";
+
+/// Set to `1` to store a new key file without a passphrase, like `zopp join --no-passphrase`.
+pub const NO_PASSPHRASE_ENV: &str = "ZOPP_NO_PASSPHRASE";
+
+/// The passphrase for a new key file. `no_passphrase` (`--no-passphrase`, or
+/// `ZOPP_NO_PASSPHRASE=1`) stores the key unencrypted on purpose; otherwise `ZOPP_PASSPHRASE`
+/// when set, else a prompt (asked twice, empty for none) when stdin is a terminal. Without a
+/// terminal, none of these is an error: a key file is never written unencrypted without the
+/// user having said so.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] when the two entries differ; [`Error::LocalIo`] when the terminal
-/// cannot be read.
-pub fn new_key_passphrase() -> Result<Option<Zeroizing<String>>> {
+/// [`Error::NewKeyPassphraseRequired`] without a terminal, a passphrase or an explicit
+/// `--no-passphrase`, or with an empty `ZOPP_PASSPHRASE`; [`Error::InvalidInput`] when the two
+/// entries differ; [`Error::LocalIo`] when the terminal cannot be read.
+pub fn new_key_passphrase(no_passphrase: bool) -> Result<Option<Zeroizing<String>>> {
+    if no_passphrase {
+        return Ok(None);
+    }
     if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
         let p = Zeroizing::new(p.to_string_lossy().into_owned());
-        if !p.is_empty() {
-            check_new_passphrase(&p)?;
+        if p.is_empty() {
+            return Err(Error::NewKeyPassphraseRequired {
+                reason: "ZOPP_PASSPHRASE is set but empty",
+            });
         }
-        return Ok((!p.is_empty()).then_some(p));
+        check_new_passphrase(&p)?;
+        return Ok(Some(p));
+    }
+    if std::env::var_os(NO_PASSPHRASE_ENV).is_some_and(|v| v == "1") {
+        return Ok(None);
     }
     if !std::io::stdin().is_terminal() {
-        return Ok(None);
+        return Err(Error::NewKeyPassphraseRequired {
+            reason: "stdin is not a terminal to ask for one",
+        });
     }
     let first = prompt("passphrase to protect your key (empty for none): ")?;
     if first.is_empty() {

@@ -357,6 +357,9 @@ pub async fn join_workspace(
         Error::BadResponse("the server returned invalid principal or user ids".into())
     })?;
     home.write_config(&config)?;
+    if let Ok(id) = <[u8; 16]>::try_from(joined.server_id.as_slice()) {
+        home.pin_server_id(zopp_crypto::ids::ServerId::from_bytes(id))?;
+    }
     // The creator this invite leads to becomes the workspace's pinned root on this device.
     let mut disk = TrustStore::load(home)?;
     if let Ok(creator) = PrincipalId::try_parse(&invite.workspace_creator_id) {

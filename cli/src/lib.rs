@@ -20,6 +20,7 @@ pub mod devices;
 mod error;
 pub mod fallback;
 pub mod files;
+pub mod hardening;
 pub mod home;
 pub mod invites;
 pub mod kubefile;

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     // Key files and the cache must never be readable by others, whatever umask zopp inherits.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logging();
+    // Before any key is read: a crash must not write keys to a core file.
+    if let Err(e) = zopp_cli::hardening::disable_core_dumps() {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

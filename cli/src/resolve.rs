@@ -74,6 +74,8 @@ pub struct Sources {
     /// Environments that could not be fetched, and why (reported with the reference).
     failures: BTreeMap<EnvironmentPath, Error>,
     fetched: usize,
+    /// Other environments references may reach (`--allow-ref`); any other is refused.
+    allowed: BTreeSet<EnvironmentPath>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -129,6 +131,9 @@ fn clone_cause(e: &Error) -> Error {
             code: *code,
             message: message.clone(),
         },
+        Error::ReferenceNotAllowed { environment } => Error::ReferenceNotAllowed {
+            environment: environment.clone(),
+        },
         Error::InvalidName { kind, name, reason } => Error::InvalidName {
             kind: *kind,
             name: name.clone(),
@@ -159,7 +164,17 @@ impl Sources {
             remote: RemoteEnvironments::new(),
             failures: BTreeMap::new(),
             fetched: 1,
+            allowed: BTreeSet::new(),
         })
+    }
+
+    /// Lets references reach these other environments (`--allow-ref PROJECT/ENV`). Without
+    /// it a reference into another environment is refused: whoever can write a secret here
+    /// could otherwise make this run hand another environment's values, read with the
+    /// runner's rights, to a process meant only for this one.
+    pub fn allow(mut self, paths: impl IntoIterator<Item = EnvironmentPath>) -> Self {
+        self.allowed.extend(paths);
+        self
     }
 
     /// Environment version of the environment asked for.
@@ -184,6 +199,12 @@ impl Sources {
             if path == self.own_path() {
                 // A `zopp://` reference back into the environment asked for needs no fetch.
                 self.remote.insert(path, self.current.iter().cloned());
+                continue;
+            }
+            if !self.allowed.contains(&path) {
+                let environment = path.to_string();
+                self.failures
+                    .insert(path, Error::ReferenceNotAllowed { environment });
                 continue;
             }
             match EnvRef::try_new(self.env.workspace(), &path.project, &path.environment) {
@@ -321,6 +342,21 @@ impl Sources {
                 Err(e) => return Err(reference_error(e, &self.failures)),
             }
         }
+    }
+}
+
+/// Parses a `--allow-ref` value: `PROJECT/ENV`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for anything but two non-empty names joined by one `/`.
+pub fn parse_allowed_ref(text: &str) -> Result<EnvironmentPath> {
+    match text.split_once('/') {
+        Some((p, e)) if !p.is_empty() && !e.is_empty() && !e.contains('/') => {
+            Ok(EnvironmentPath::new(p, e))
+        }
+        _ => Err(Error::InvalidInput(format!(
+            "--allow-ref '{text}' is not PROJECT/ENVIRONMENT"
+        ))),
     }
 }
 

@@ -332,6 +332,24 @@ impl Client {
         ids: &[PrincipalId],
         grant: Option<(&ScopeSpec, Role)>,
     ) -> Result<pb::GetPrincipalsResponse> {
+        self.get_principals_vouched(workspace, grantee, ids, grant, &[])
+            .await
+    }
+
+    /// Like [`Client::get_principals_for`], vouching for admission roots by `fingerprints`: the
+    /// server describes a grantee who shares no workspace with this principal only when one of
+    /// its chain roots is among them.
+    ///
+    /// # Errors
+    /// As [`Client::get_principals_for`].
+    pub async fn get_principals_vouched(
+        &self,
+        workspace: Option<&str>,
+        grantee: Option<&GranteeSpec>,
+        ids: &[PrincipalId],
+        grant: Option<(&ScopeSpec, Role)>,
+        fingerprints: &[String],
+    ) -> Result<pb::GetPrincipalsResponse> {
         let req = self.signed(
             method::GET_PRINCIPALS,
             pb::GetPrincipalsRequest {
@@ -340,6 +358,7 @@ impl Client {
                 principal_ids: ids.iter().map(ToString::to_string).collect(),
                 grant_scope: grant.map(|(s, _)| s.to_proto()),
                 grant_role: grant.map_or(0, |(_, r)| r.to_proto()),
+                fingerprints: fingerprints.to_vec(),
             },
         );
         let scope = match grant {
@@ -442,11 +461,12 @@ impl Client {
         fingerprints: &[String],
     ) -> Result<GrantOutcome> {
         let principals = self
-            .get_principals_for(
+            .get_principals_vouched(
                 Some(scope.workspace()),
                 Some(grantee),
                 &[],
                 Some((scope, role)),
+                fingerprints,
             )
             .await?;
         let ids = principals
@@ -536,11 +556,27 @@ impl Client {
         scope: &ScopeSpec,
         grantee: &GranteeSpec,
     ) -> Result<pb::RemovePermissionResponse> {
+        self.remove_permission_keeping(scope, grantee, false).await
+    }
+
+    /// As [`Client::remove_permission`]; with `keep_issued`, the invites and service principals
+    /// a grantee left without any grant in the workspace had issued stay valid (the report
+    /// lists them either way).
+    ///
+    /// # Errors
+    /// As [`Client::remove_permission`].
+    pub async fn remove_permission_keeping(
+        &self,
+        scope: &ScopeSpec,
+        grantee: &GranteeSpec,
+        keep_issued: bool,
+    ) -> Result<pb::RemovePermissionResponse> {
         let req = self.signed(
             method::REMOVE_PERMISSION,
             pb::RemovePermissionRequest {
                 scope: Some(scope.to_proto()),
                 grantee: Some(grantee.to_proto()),
+                keep_issued,
             },
         );
         self.rpc()

@@ -86,8 +86,11 @@ impl Fake {
             .ok_or_else(|| Status::unauthenticated("unknown principal"))?;
         let key = VerifyingKey::try_from_slice(&key.signing_key).expect("stored key is valid");
         let body = zopp_crypto::sha256(&req.get_ref().encode_to_vec());
-        key.verify(&request_message(method, ts, &nonce, &body), &sig)
-            .map_err(|_| Status::unauthenticated("bad signature"))?;
+        key.verify(
+            &request_message(&FAKE_SERVER_ID, method, ts, &nonce, &body),
+            &sig,
+        )
+        .map_err(|_| Status::unauthenticated("bad signature"))?;
         st.calls.push(method);
         Ok(principal)
     }
@@ -164,6 +167,10 @@ impl std::ops::Deref for Svc {
     }
 }
 
+/// The fake's server id, handed out at join and checked in every request signature.
+const FAKE_SERVER_ID: zopp_crypto::ids::ServerId =
+    zopp_crypto::ids::ServerId::from_bytes([0x5f; 16]);
+
 #[tonic::async_trait]
 impl Zopp for Svc {
     async fn acquire_app_lease(
@@ -218,6 +225,7 @@ impl Zopp for Svc {
         Ok(Response::new(pb::JoinResponse {
             user_id: uuid_like(0xaa),
             principal_id,
+            server_id: FAKE_SERVER_ID.as_bytes().to_vec(),
         }))
     }
 
@@ -630,6 +638,15 @@ impl Zopp for Svc {
         _: Request<pb::GetKeyShareRequest>,
     ) -> Reply<pb::GetKeyShareResponse> {
         Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_server_info(
+        &self,
+        _: Request<pb::GetServerInfoRequest>,
+    ) -> Reply<pb::GetServerInfoResponse> {
+        Ok(Response::new(pb::GetServerInfoResponse {
+            server_id: FAKE_SERVER_ID.as_bytes().to_vec(),
+        }))
     }
 
     async fn create_invite(&self, _: Request<pb::CreateInviteRequest>) -> Reply<pb::InviteInfo> {

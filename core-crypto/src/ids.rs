@@ -94,6 +94,12 @@ id_type!(
     InviteId,
     "invite"
 );
+id_type!(
+    /// A zopp deployment (every replica over one database shares it): bound into each request
+    /// signature, so a request signed for one deployment is refused by another (FORMAT.md §4).
+    ServerId,
+    "server"
+);
 
 #[cfg(test)]
 mod tests {

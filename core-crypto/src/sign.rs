@@ -4,7 +4,7 @@
 //! replayed as another.
 
 use crate::envelope::NameDigest;
-use crate::ids::{EnvironmentId, PrincipalId};
+use crate::ids::{EnvironmentId, PrincipalId, ServerId};
 use crate::keys::{AgreementPublic, SigningKey, VerifyingKey, SIGNATURE_LEN};
 use crate::{sha256, Result};
 
@@ -20,23 +20,29 @@ pub const ADMIT_LABEL: &[u8] = b"zopp/v1/admit";
 pub const JOIN_LABEL: &[u8] = b"zopp/v1/join";
 /// Label of a public-key fingerprint.
 pub const FINGERPRINT_LABEL: &[u8] = b"zopp/v1/fingerprint";
-/// Protocol version bound into request signatures.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version bound into request signatures: 2 binds the server id (FORMAT.md §4).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Length of a request nonce.
 pub const NONCE_LEN: usize = 16;
+/// The all-zero server id: the one call a principal token makes before it knows the server's id
+/// is signed for it (FORMAT.md §4).
+pub const UNBOUND_SERVER: ServerId = ServerId::from_bytes([0; 16]);
 /// Hash of "no previous version".
 pub const ZERO_HASH: [u8; 32] = [0u8; 32];
 
-/// The bytes a request signature covers (FORMAT.md §4).
+/// The bytes a request signature covers (FORMAT.md §4): the deployment it is meant for, the
+/// method, time, nonce and body hash.
 pub fn request_message(
+    server: &ServerId,
     method: &str,
     timestamp_ms: i64,
     nonce: &[u8; NONCE_LEN],
     body_sha256: &[u8; 32],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(REQUEST_LABEL.len() + 1 + 4 + method.len() + 8 + 16 + 32);
+    let mut m = Vec::with_capacity(REQUEST_LABEL.len() + 1 + 16 + 4 + method.len() + 8 + 16 + 32);
     m.extend_from_slice(REQUEST_LABEL);
     m.push(PROTOCOL_VERSION);
+    m.extend_from_slice(server.as_bytes());
     m.extend_from_slice(&(method.len() as u32).to_be_bytes());
     m.extend_from_slice(method.as_bytes());
     m.extend_from_slice(&timestamp_ms.to_be_bytes());
@@ -48,12 +54,19 @@ pub fn request_message(
 /// Signs a request: returns the signature over [`request_message`].
 pub fn sign_request(
     key: &SigningKey,
+    server: &ServerId,
     method: &str,
     timestamp_ms: i64,
     nonce: &[u8; NONCE_LEN],
     body: &[u8],
 ) -> [u8; SIGNATURE_LEN] {
-    key.sign(&request_message(method, timestamp_ms, nonce, &sha256(body)))
+    key.sign(&request_message(
+        server,
+        method,
+        timestamp_ms,
+        nonce,
+        &sha256(body),
+    ))
 }
 
 /// Everything a secret version signature covers (FORMAT.md §7).
@@ -166,6 +179,10 @@ mod tests {
     const TS: i64 = 1_700_000_000_123;
     /// A fixed method.
     const METHOD: &str = "/zopp.v1.Zopp/GetSecret";
+    /// A fixed server id.
+    const SERVER: ServerId = ServerId::from_bytes([0x5d; 16]);
+    /// Another deployment.
+    const OTHER_SERVER: ServerId = ServerId::from_bytes([0x5c; 16]);
     /// A fixed environment id.
     const ENV: [u8; 16] = [0xe0; 16];
     /// A fixed writer id.
@@ -177,9 +194,10 @@ mod tests {
 
     #[test]
     fn request_message_layout_is_pinned() {
-        let m = request_message(METHOD, TS, &NONCE, &[0xbb; 32]);
+        let m = request_message(&SERVER, METHOD, TS, &NONCE, &[0xbb; 32]);
         let mut want = b"zopp/v1/request".to_vec();
-        want.push(1);
+        want.push(2);
+        want.extend_from_slice(&[0x5d; 16]);
         want.extend_from_slice(&(METHOD.len() as u32).to_be_bytes());
         want.extend_from_slice(METHOD.as_bytes());
         want.extend_from_slice(&TS.to_be_bytes());
@@ -187,39 +205,55 @@ mod tests {
         want.extend_from_slice(&[0xbb; 32]);
         assert_eq!(m, want);
         // Negative times encode as two's complement, not as an error.
-        let m = request_message("", -1, &NONCE, &[0; 32]);
-        assert_eq!(&m[20..28], &[0xff; 8]);
+        let m = request_message(&SERVER, "", -1, &NONCE, &[0; 32]);
+        assert_eq!(&m[36..44], &[0xff; 8]);
     }
 
     #[rstest]
-    #[case::method("/zopp.v1.Zopp/SetSecret", TS, NONCE, b"body".as_slice())]
-    #[case::timestamp(METHOD, TS + 1, NONCE, b"body".as_slice())]
-    #[case::nonce(METHOD, TS, [0x0d; NONCE_LEN], b"body".as_slice())]
-    #[case::body(METHOD, TS, NONCE, b"bodz".as_slice())]
-    #[case::empty_body(METHOD, TS, NONCE, b"".as_slice())]
+    #[case::server(OTHER_SERVER, METHOD, TS, NONCE, b"body".as_slice())]
+    #[case::method(SERVER, "/zopp.v1.Zopp/SetSecret", TS, NONCE, b"body".as_slice())]
+    #[case::timestamp(SERVER, METHOD, TS + 1, NONCE, b"body".as_slice())]
+    #[case::nonce(SERVER, METHOD, TS, [0x0d; NONCE_LEN], b"body".as_slice())]
+    #[case::body(SERVER, METHOD, TS, NONCE, b"bodz".as_slice())]
+    #[case::empty_body(SERVER, METHOD, TS, NONCE, b"".as_slice())]
     fn altered_request_fails(
+        #[case] server: ServerId,
         #[case] method: &str,
         #[case] ts: i64,
         #[case] nonce: [u8; NONCE_LEN],
         #[case] body: &[u8],
     ) {
-        let sig = sign_request(&key(), METHOD, TS, &NONCE, b"body");
+        let sig = sign_request(&key(), &SERVER, METHOD, TS, &NONCE, b"body");
         let vk = key().verifying_key();
-        vk.verify(&request_message(METHOD, TS, &NONCE, &sha256(b"body")), &sig)
-            .expect("original verifies");
+        vk.verify(
+            &request_message(&SERVER, METHOD, TS, &NONCE, &sha256(b"body")),
+            &sig,
+        )
+        .expect("original verifies");
         assert_eq!(
-            vk.verify(&request_message(method, ts, &nonce, &sha256(body)), &sig),
+            vk.verify(
+                &request_message(&server, method, ts, &nonce, &sha256(body)),
+                &sig
+            ),
             Err(CryptoError::BadSignature)
         );
     }
 
     #[test]
     fn request_signed_by_another_key_fails() {
-        let sig = sign_request(&SigningKey::from_seed(&OTHER_SEED), METHOD, TS, &NONCE, b"");
+        let sig = sign_request(
+            &SigningKey::from_seed(&OTHER_SEED),
+            &SERVER,
+            METHOD,
+            TS,
+            &NONCE,
+            b"",
+        );
         assert_eq!(
-            key()
-                .verifying_key()
-                .verify(&request_message(METHOD, TS, &NONCE, &sha256(b"")), &sig),
+            key().verifying_key().verify(
+                &request_message(&SERVER, METHOD, TS, &NONCE, &sha256(b"")),
+                &sig
+            ),
             Err(CryptoError::BadSignature)
         );
     }

@@ -376,21 +376,26 @@ proptest! {
         ts in any::<i64>(),
         nonce in any::<[u8; 16]>(),
         body in proptest::collection::vec(any::<u8>(), 0..100),
-        which in 0..4usize,
+        server in any::<[u8; 16]>(),
+        which in 0..5usize,
     ) {
         let k = SigningKey::from_seed(&seed);
-        let sig = sign::sign_request(&k, &method, ts, &nonce, &body);
+        let server = zopp_crypto::ids::ServerId::from_bytes(server);
+        let sig = sign::sign_request(&k, &server, &method, ts, &nonce, &body);
         let vk = k.verifying_key();
-        prop_assert!(vk.verify(&sign::request_message(&method, ts, &nonce, &sha256(&body)), &sig).is_ok());
+        prop_assert!(vk.verify(&sign::request_message(&server, &method, ts, &nonce, &sha256(&body)), &sig).is_ok());
         let (mut m, mut t, mut n, mut b) = (method.clone(), ts, nonce, body.clone());
+        let mut sv = *server.as_bytes();
         match which {
             0 => m.push('x'),
             1 => t = t.wrapping_add(1),
             2 => n[0] ^= 1,
+            3 => sv[0] ^= 1,
             _ => b.push(0),
         }
+        let sv = zopp_crypto::ids::ServerId::from_bytes(sv);
         prop_assert_eq!(
-            vk.verify(&sign::request_message(&m, t, &n, &sha256(&b)), &sig),
+            vk.verify(&sign::request_message(&sv, &m, t, &n, &sha256(&b)), &sig),
             Err(CryptoError::BadSignature)
         );
     }

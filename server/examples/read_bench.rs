@@ -37,6 +37,7 @@ use zopp_server::storage::Storage;
 struct Signer {
     keys: PrincipalKeys,
     id: PrincipalId,
+    server_id: zopp_crypto::ids::ServerId,
 }
 
 impl Signer {
@@ -46,6 +47,7 @@ impl Signer {
         OsRng.fill_bytes(&mut nonce);
         let sig = zopp_crypto::sign::sign_request(
             &self.keys.signing,
+            &self.server_id,
             method,
             ts,
             &nonce,
@@ -267,9 +269,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    let server_id = <[u8; 16]>::try_from(joined.server_id.as_slice())
+        .map(zopp_crypto::ids::ServerId::from_bytes)
+        .map_err(|_| anyhow::anyhow!("the join response names no server id"))?;
     let signer = Arc::new(Signer {
         keys,
         id: PrincipalId::try_parse(&joined.principal_id)?,
+        server_id,
     });
 
     let env = scaffold(&mut c, &signer, "bench", "prod").await?;

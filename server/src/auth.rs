@@ -2,7 +2,8 @@
 //!
 //! Every RPC except `LookupInvite` and `Join` carries four metadata values: the principal id, a
 //! unix-ms timestamp, a 16-byte nonce and an Ed25519 signature over
-//! `zopp_crypto::sign::request_message(method, timestamp, nonce, sha256(body))`, where `body` is
+//! `zopp_crypto::sign::request_message(server_id, method, timestamp, nonce, sha256(body))`, where
+//! `server_id` is this deployment's (so a request signed for another is refused) and `body` is
 //! the prost encoding of the request message (the server re-encodes the decoded message; prost's
 //! encoding is canonical for a schema). The checks run cheapest first: metadata shape, clock
 //! skew, principal status, signature, and only then the replay cache, so that forged requests
@@ -17,9 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use std::sync::Mutex;
 use tonic::metadata::MetadataMap;
-use zopp_crypto::ids::{PrincipalId, UserId, WorkspaceId};
+use zopp_crypto::ids::{PrincipalId, ServerId, UserId, WorkspaceId};
 use zopp_crypto::keys::SIGNATURE_LEN;
-use zopp_crypto::sign::{request_message, NONCE_LEN};
+use zopp_crypto::sign::{request_message, NONCE_LEN, UNBOUND_SERVER};
 use zopp_proto::{MD_NONCE, MD_PRINCIPAL, MD_SIGNATURE, MD_TIMESTAMP};
 
 use crate::metrics::AUTH_FAILURES;
@@ -61,6 +62,10 @@ pub enum AuthError {
     /// The signature does not verify for this principal, method and body.
     #[error("bad request signature")]
     BadSignature,
+    /// The timestamp predates what the replay cache remembers (a request signed before the
+    /// server last started), so a replay could not be told apart from a first use.
+    #[error("request timestamp is older than the server's start")]
+    BeforeStart,
 }
 
 impl AuthError {
@@ -75,6 +80,7 @@ impl AuthError {
             AuthError::Revoked => "revoked",
             AuthError::Expired => "expired",
             AuthError::BadSignature => "bad_signature",
+            AuthError::BeforeStart => "before_start",
         }
     }
 }
@@ -163,6 +169,14 @@ pub trait ReplayCache: Send + Sync + 'static {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StorageError>;
+
+    /// The earliest request timestamp (unix ms) whose nonce this cache is sure to have seen if
+    /// it was used: a cache that lives in one process forgets every nonce when the process
+    /// ends, so it vouches only for requests signed after it was made. A cache that outlives
+    /// the process (in the database) vouches for everything.
+    fn remembers_since_ms(&self) -> i64 {
+        i64::MIN
+    }
 }
 
 const SHARDS: usize = 16;
@@ -175,25 +189,36 @@ struct NonceShard {
     order: VecDeque<([u8; NONCE_LEN], i64)>,
 }
 
-/// The in-process [`ReplayCache`]: sharded maps pruned as time passes.
+/// The in-process [`ReplayCache`]: sharded maps pruned as time passes. It forgets everything
+/// when the process ends, so it vouches only for requests signed after it was made: the
+/// authenticator refuses older ones, which a restart would otherwise let through a second time.
 pub struct MemoryReplayCache {
     shards: Vec<Mutex<NonceShard>>,
+    since_ms: i64,
 }
 
 impl Default for MemoryReplayCache {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(NonceShard::default()))
-                .collect(),
-        }
+        Self::remembering_since(crate::now_ms())
     }
 }
 
 impl MemoryReplayCache {
-    /// An empty cache.
+    /// An empty cache that vouches for requests signed from now on.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache that vouches for requests signed at or after `since_ms`. Only a cache
+    /// that truly saw every request since then may claim it (tests use `i64::MIN` to stand for
+    /// a server that has been up longer than the skew window).
+    pub fn remembering_since(since_ms: i64) -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(NonceShard::default()))
+                .collect(),
+            since_ms,
+        }
     }
 
     /// Number of remembered nonces (for tests and diagnostics).
@@ -238,6 +263,10 @@ impl ReplayCache for MemoryReplayCache {
     ) -> Result<bool, StorageError> {
         Ok(self.insert_sync(nonce, expires_at_ms, now_ms))
     }
+
+    fn remembers_since_ms(&self) -> i64 {
+        self.since_ms
+    }
 }
 
 /// Verifies signed requests.
@@ -246,7 +275,13 @@ pub struct Authenticator {
     storage: Arc<dyn Storage>,
     replay: Arc<dyn ReplayCache>,
     clock: Arc<dyn Clock>,
+    server_id: ServerId,
 }
+
+/// The one method signed for [`UNBOUND_SERVER`] (and only for it): a principal token's first call,
+/// made before the client knows the server id (its response names it). Replaying it at another
+/// deployment returns that deployment's copy of the same share (FORMAT.md §4).
+const UNBOUND_METHOD: &str = "/zopp.v1.Zopp/GetKeyShare";
 
 fn metadata<'a>(md: &'a MetadataMap, key: &'static str) -> Result<&'a str, AuthError> {
     md.get(key)
@@ -265,18 +300,36 @@ fn hex_array<const N: usize>(s: &str, key: &'static str) -> Result<[u8; N], Auth
     Ok(out)
 }
 
+/// Whether `timestamp_ms` is at most [`MAX_SKEW_MS`] from `now_ms`. Checked arithmetic: a
+/// difference that does not fit in an `i64` (a timestamp near `i64::MIN` or `i64::MAX`) is out
+/// of the window, never wrapped or saturated into it.
+fn within_skew(timestamp_ms: i64, now_ms: i64) -> bool {
+    timestamp_ms
+        .checked_sub(now_ms)
+        .and_then(i64::checked_abs)
+        .is_some_and(|d| d <= MAX_SKEW_MS)
+}
+
 impl Authenticator {
-    /// Builds an authenticator over `storage` (principals) and `replay`.
+    /// Builds an authenticator over `storage` (principals) and `replay`, for requests signed
+    /// for `server_id`.
     pub fn new(
         storage: Arc<dyn Storage>,
         replay: Arc<dyn ReplayCache>,
         clock: Arc<dyn Clock>,
+        server_id: ServerId,
     ) -> Self {
         Self {
             storage,
             replay,
             clock,
+            server_id,
         }
+    }
+
+    /// The deployment's server id, which every request signature must bind.
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
     }
 
     /// Checks the request signature on `msg` received for `method` (full gRPC path).
@@ -316,10 +369,11 @@ impl Authenticator {
         let signature: [u8; SIGNATURE_LEN] = hex_array(metadata(md, MD_SIGNATURE)?, MD_SIGNATURE)?;
 
         let now = self.clock.now_ms();
-        // abs_diff: `(i64::MIN - now).abs()` overflows (a panic in debug builds, and in release
-        // a negative distance that passed this check).
-        if timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
+        if !within_skew(timestamp_ms, now) {
             return Err(AuthError::Skew.into());
+        }
+        if timestamp_ms < self.replay.remembers_since_ms() {
+            return Err(AuthError::BeforeStart.into());
         }
 
         let record = self
@@ -335,11 +389,17 @@ impl Authenticator {
         }
 
         let body_hash = zopp_crypto::sha256(&msg.encode_to_vec());
-        let signed = request_message(method, timestamp_ms, &nonce, &body_hash);
-        record
-            .signing_key
-            .verify(&signed, &signature)
-            .map_err(|_| AuthError::BadSignature)?;
+        let verify = |server: &ServerId| {
+            let signed = request_message(server, method, timestamp_ms, &nonce, &body_hash);
+            record.signing_key.verify(&signed, &signature)
+        };
+        // One server id per method, so an audit verifier knows which one to check.
+        let server = if method == UNBOUND_METHOD {
+            UNBOUND_SERVER
+        } else {
+            self.server_id
+        };
+        verify(&server).map_err(|_| AuthError::BadSignature)?;
 
         if !self
             .replay
@@ -399,6 +459,32 @@ mod tests {
             c.insert_sync(&n, 10_000, 5_000);
         }
         assert_eq!(c.len(), SHARDS);
+    }
+
+    #[rstest::rstest]
+    #[case::now(1_000_000, 1_000_000, true)]
+    #[case::edge_past(1_000_000 - MAX_SKEW_MS, 1_000_000, true)]
+    #[case::edge_future(1_000_000 + MAX_SKEW_MS, 1_000_000, true)]
+    #[case::past(1_000_000 - MAX_SKEW_MS - 1, 1_000_000, false)]
+    #[case::future(1_000_000 + MAX_SKEW_MS + 1, 1_000_000, false)]
+    #[case::min(i64::MIN, 1_000_000, false)]
+    #[case::min_plus_one(i64::MIN + 1, 1_000_000, false)]
+    #[case::max(i64::MAX, 1_000_000, false)]
+    #[case::min_at_zero(i64::MIN, 0, false)]
+    #[case::max_at_min(i64::MAX, i64::MIN, false)]
+    fn skew_check_never_overflows(#[case] ts: i64, #[case] now: i64, #[case] ok: bool) {
+        assert_eq!(within_skew(ts, now), ok);
+    }
+
+    #[test]
+    fn memory_cache_vouches_only_from_its_creation() {
+        let before = crate::now_ms();
+        let c = MemoryReplayCache::new();
+        assert!(c.remembers_since_ms() >= before);
+        assert_eq!(
+            MemoryReplayCache::remembering_since(i64::MIN).remembers_since_ms(),
+            i64::MIN
+        );
     }
 
     #[test]

@@ -80,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: InviteCommand,
     },
+    /// Print the deployment's server id (bound into every request signature); with --reset, give
+    /// this database a new one, e.g. after restoring a copy of another deployment's database
+    ServerId {
+        /// Replace the id with a new random one: requests signed for the old id are refused, and
+        /// clients that pinned it must join again
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -244,6 +252,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MigrateData(a) => migrate_data(&a).await,
+        Command::ServerId { reset } => {
+            let storage = open_storage(&db).await?;
+            let fresh = zopp_crypto::ids::ServerId::random(&mut rand::rngs::OsRng);
+            let id = if reset {
+                storage
+                    .reset_server_id(fresh)
+                    .await
+                    .context("cannot store the new server id")?;
+                fresh
+            } else {
+                storage
+                    .server_id(fresh)
+                    .await
+                    .context("cannot read the server id")?
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{id}")?;
+            out.flush()?;
+            Ok(())
+        }
         Command::Invite {
             command:
                 InviteCommand::Create {

@@ -19,6 +19,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
+use zopp_crypto::ids::ServerId;
 use zopp_proto::v1::zopp_server::ZoppServer;
 
 use crate::audit::AuditAppender;
@@ -166,6 +167,9 @@ pub enum ServeError {
     /// The TLS certificate, key or client CA is unusable.
     #[error(transparent)]
     Tls(#[from] TlsCheckError),
+    /// The server id could not be read or stored.
+    #[error("cannot read the server id: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Serves zopp on `listener` until `shutdown` completes, then drains: health turns NOT_SERVING,
@@ -183,10 +187,19 @@ pub async fn serve(
     if let Some(tls) = &opts.tls {
         tls.check()?;
     }
+    let server_id = storage
+        .server_id(ServerId::random(&mut rand_core::OsRng))
+        .await?;
+    tracing::info!(server_id = %server_id, "server id");
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         storage: storage.clone(),
-        auth: Authenticator::new(storage.clone(), opts.replay.clone(), opts.clock.clone()),
+        auth: Authenticator::new(
+            storage.clone(),
+            opts.replay.clone(),
+            opts.clock.clone(),
+            server_id,
+        ),
         audit: AuditAppender::spawn(storage.clone()),
         feed: opts.feed.clone(),
         limiter: RateLimiter::new(opts.rate_limit),

@@ -469,8 +469,11 @@ impl TestUser {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("zopp"));
         clear_zopp_env(&mut cmd);
+        // Test identities are not passphrase-protected (unlocking would cost an Argon2id run per
+        // command); without a terminal zopp wants that said explicitly.
         cmd.env("ZOPP_HOME", self.home.path())
             .env("ZOPP_SERVER", &self.server)
+            .env("ZOPP_NO_PASSPHRASE", "1")
             .current_dir(self.cwd.path())
             .args(args);
         for (k, v) in &self.env {

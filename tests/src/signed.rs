@@ -2,8 +2,9 @@
 //! make: sending one exact signed request twice (to prove replays are refused), holding a
 //! `WatchEnvironment` stream open, and reading the raw audit chain to verify it independently.
 //!
-//! It signs exactly as FORMAT.md §4 says (method, timestamp, nonce, SHA-256 of the prost body),
-//! from the unencrypted key file `zopp join` writes when no passphrase is set.
+//! It signs exactly as FORMAT.md §4 says (server id, method, timestamp, nonce, SHA-256 of the
+//! prost body), from the unencrypted key file `zopp join --no-passphrase` writes and the server id
+//! it pinned.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Extensions, Request};
 use zopp_crypto::audit::AuditRecord;
+use zopp_crypto::ids::ServerId;
 use zopp_crypto::keys::PrincipalKeys;
 use zopp_crypto::sign::{sign_request, NONCE_LEN, ZERO_HASH};
 use zopp_proto::v1::zopp_client::ZoppClient;
@@ -22,10 +24,11 @@ use zopp_proto::v1::AuditEntry;
 pub struct Signer {
     principal_id: String,
     keys: PrincipalKeys,
+    server_id: ServerId,
 }
 
 impl Signer {
-    /// Loads `config.toml` and the plain `principal.key` from `home`.
+    /// Loads `config.toml`, the plain `principal.key` and the pinned `server_id` from `home`.
     pub fn load(home: &Path) -> Self {
         let config = std::fs::read_to_string(home.join("config.toml")).expect("read config.toml");
         let config: toml::Table = config.parse().expect("config.toml is TOML");
@@ -35,7 +38,18 @@ impl Signer {
             .to_string();
         let key = std::fs::read(home.join("principal.key")).expect("read principal.key");
         let keys = zopp_crypto::keyfile::decode(&key, None).expect("plain key file");
-        Self { principal_id, keys }
+        let server_id = std::fs::read_to_string(home.join("server_id")).expect("read server_id");
+        let server_id = ServerId::try_parse(server_id.trim()).expect("server_id is an id");
+        Self {
+            principal_id,
+            keys,
+            server_id,
+        }
+    }
+
+    /// The server id this principal signs for.
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
     }
 
     /// The principal's id, as the server knows it.
@@ -58,7 +72,14 @@ impl Signer {
         // A CSPRNG seeded from the OS once per thread: a getrandom(2) per call would cost the
         // load generator a system call per request.
         rand::thread_rng().fill_bytes(&mut nonce);
-        let sig = sign_request(&self.keys.signing, method, ts, &nonce, &msg.encode_to_vec());
+        let sig = sign_request(
+            &self.keys.signing,
+            &self.server_id,
+            method,
+            ts,
+            &nonce,
+            &msg.encode_to_vec(),
+        );
         let mut md = MetadataMap::new();
         let v = |s: String| MetadataValue::try_from(s).expect("ASCII metadata");
         md.insert(zopp_proto::MD_PRINCIPAL, v(self.principal_id.clone()));

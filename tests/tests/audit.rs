@@ -683,6 +683,7 @@ fn tamper_forged_entry_is_caught_by_its_signature() {
         let nonce: [u8; 16] = forged.nonce.clone().try_into().expect("16-byte nonce");
         forged.signature = sign_request(
             &mallory,
+            &zopp_tests::signed::Signer::load(alice.home.path()).server_id(),
             &forged.method,
             forged.request_timestamp_ms,
             &nonce,

@@ -9,6 +9,7 @@ use zopp_tests::{on_both_backends, Backend, TestServer, TestUser};
 on_both_backends!(
     renders_references_to_stdout_and_to_a_private_file,
     unresolved_references_write_nothing,
+    references_into_other_environments_need_allow_ref,
 );
 
 const ENV: [&str; 6] = ["-w", "acme", "-p", "api", "-e", "dev"];
@@ -55,7 +56,10 @@ const RENDERED: &str =
 
 fn renders_references_to_stdout_and_to_a_private_file(backend: Backend) {
     let (_server, alice) = setup(backend);
-    let out = alice.zopp_stdin(&with_env(&["inject", "-i", "-"]), TEMPLATE.as_bytes());
+    let out = alice.zopp_stdin(
+        &with_env(&["inject", "--allow-ref", "api/shared", "-i", "-"]),
+        TEMPLATE.as_bytes(),
+    );
     assert_eq!(out.assert_success().stdout(), RENDERED);
 
     let template = alice.cwd.path().join("config.tpl");
@@ -64,6 +68,8 @@ fn renders_references_to_stdout_and_to_a_private_file(backend: Backend) {
     alice
         .zopp(&with_env(&[
             "inject",
+            "--allow-ref",
+            "api/shared",
             "-i",
             template.to_str().expect("utf-8 path"),
             "-o",
@@ -104,7 +110,15 @@ fn unresolved_references_write_nothing(backend: Backend) {
     ];
     for (template, code, message) in cases {
         let out = alice.zopp_stdin(
-            &with_env(&["inject", "-i", "-", "-o", target_arg]),
+            &with_env(&[
+                "inject",
+                "--allow-ref",
+                "api/missing",
+                "-i",
+                "-",
+                "-o",
+                target_arg,
+            ]),
             template.as_bytes(),
         );
         out.assert_exit_code(code).assert_stderr_contains(message);
@@ -123,4 +137,43 @@ fn unresolved_references_write_nothing(backend: Backend) {
         .zopp_stdin(&with_env(&["inject", "-i", "-"]), b"${URL}")
         .assert_exit_code(1)
         .assert_stderr_contains("reference cycle: URL -> USER -> URL");
+}
+
+/// A reference into another environment, in the template or inside a secret the template uses,
+/// is refused without `--allow-ref` for that environment: exit 4, nothing written.
+fn references_into_other_environments_need_allow_ref(backend: Backend) {
+    let (_server, alice) = setup(backend);
+    let target = alice.cwd.path().join("out.txt");
+    std::fs::write(&target, "previous contents").expect("write");
+    let target_arg = target.to_str().expect("utf-8 path");
+    // `${URL}` is a dev secret whose value points into api/shared; the second template points
+    // there itself.
+    for template in ["url: ${URL}\n", "host: ${zopp://api/shared/HOST}\n"] {
+        for flags in [&[][..], &["--allow-ref", "api/prod"][..]] {
+            let mut args = vec!["inject"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["-i", "-", "-o", target_arg]);
+            let out = alice.zopp_stdin(&with_env(&args), template.as_bytes());
+            out.assert_exit_code(4)
+                .assert_stderr_contains("references into api/shared are not allowed here")
+                .assert_stderr_contains("--allow-ref api/shared");
+            assert_eq!(
+                std::fs::read_to_string(&target).expect("still there"),
+                "previous contents",
+                "{template}"
+            );
+        }
+    }
+    // A template using only this environment's own values needs no flag.
+    let out = alice.zopp_stdin(&with_env(&["inject", "-i", "-"]), b"user: ${USER}\n");
+    assert_eq!(out.assert_success().stdout(), "user: app\n");
+    // The allowed case.
+    let out = alice.zopp_stdin(
+        &with_env(&["inject", "--allow-ref", "api/shared", "-i", "-"]),
+        b"url: ${URL}\n",
+    );
+    assert_eq!(
+        out.assert_success().stdout(),
+        "url: postgres://app@db.internal/db\n"
+    );
 }

@@ -23,6 +23,8 @@ on_both_backends!(
     watch_restarts_the_child_with_new_values,
     fallback_runs_from_the_copy_when_the_server_is_stopped,
     fallback_copy_is_removed_when_the_server_refuses_the_principal,
+    child_gets_no_zopp_credentials,
+    loader_and_startup_variables_are_refused,
 );
 
 const ENV: [&str; 6] = ["-w", "acme", "-p", "api", "-e", "dev"];
@@ -281,8 +283,22 @@ fn references_resolve_across_environments(backend: Backend) {
             "shared",
         ])
         .assert_success();
+    // Without --allow-ref the reference into api/shared is refused and nothing runs.
+    let refused = alice.zopp(&run_sh(&[], "echo ran"));
+    refused
+        .assert_exit_code(4)
+        .assert_stderr_contains("references into api/shared are not allowed here")
+        .assert_stderr_contains("hint: pass --allow-ref api/shared");
+    assert!(refused.stdout().is_empty(), "the command must not run");
+    // Allowing another environment is not allowing this one.
+    alice
+        .zopp(&run_sh(&["--allow-ref", "api/prod"], "echo ran"))
+        .assert_exit_code(4);
     let out = alice.zopp_env(
-        &run_sh(&[], "printf '%s %s' \"$URL\" \"$LITERAL\""),
+        &run_sh(
+            &["--allow-ref", "api/shared"],
+            "printf '%s %s' \"$URL\" \"$LITERAL\"",
+        ),
         &[("ZOPP_DEBUG_RPC_COUNT", "1")],
     );
     assert_eq!(
@@ -316,7 +332,7 @@ fn reference_cycles_and_missing_references_are_errors(backend: Backend) {
         .zopp(&with_env(&["secret", "set", "B", "${zopp://api/nope/K}"]))
         .assert_success();
     alice
-        .zopp(&run_sh(&[], "echo ran"))
+        .zopp(&run_sh(&["--allow-ref", "api/nope"], "echo ran"))
         .assert_exit_code(3)
         .assert_stderr_contains("unresolved reference ${zopp://api/nope/K} in B (via A -> B)");
 }
@@ -416,4 +432,97 @@ fn fallback_copy_is_removed_when_the_server_refuses_the_principal(backend: Backe
         .assert_stderr_contains("removed the fallback copy");
     assert!(out.stdout().is_empty());
     assert!(!copy.exists());
+}
+
+/// A service token or passphrase zopp was given never reaches the child, unless named with
+/// `--allow-env` (a nested zopp client).
+fn child_gets_no_zopp_credentials(backend: Backend) {
+    let (_server, alice) = setup(backend, &[("A", "alpha")]);
+    let script = "printf '%s|%s|%s' \"${ZOPP_TOKEN-unset}\" \"${ZOPP_PASSPHRASE-unset}\" \"$A\"";
+    let out = alice.zopp_env(&run_sh(&[], script), &[("ZOPP_PASSPHRASE", "hunter2")]);
+    assert_eq!(out.assert_success().stdout(), "unset|unset|alpha");
+
+    let made = alice.zopp(&with_env(&[
+        "principal",
+        "create-service",
+        "ci",
+        "--role",
+        "read",
+        "--output",
+        "json",
+    ]));
+    let token = made.assert_success().json()["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let ci_home = tempfile::tempdir().expect("ci home");
+    let ci = |flags: &[&str]| {
+        let mut cmd = Command::new(bin("zopp"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", ci_home.path())
+            .env("ZOPP_TOKEN", &token)
+            .env("ZOPP_SERVER", &alice.server)
+            .current_dir(ci_home.path())
+            .args(run_sh(flags, script));
+        TestOutput::run(cmd, None)
+    };
+    assert_eq!(ci(&[]).assert_success().stdout(), "unset|unset|alpha");
+    assert_eq!(
+        ci(&["--allow-env", "ZOPP_TOKEN"]).assert_success().stdout(),
+        format!("{token}|unset|alpha")
+    );
+}
+
+/// A secret named like a variable that makes the loader, a shell or an interpreter run code
+/// before the command is not injected: exit 4 naming it, the command not started. `--allow-env`
+/// lets it through, `--exclude` leaves it out.
+fn loader_and_startup_variables_are_refused(backend: Backend) {
+    const REFUSED: [&str; 12] = [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "DYLD_INSERT_LIBRARIES",
+        "BASH_ENV",
+        "ENV",
+        "PATH",
+        "PROMPT_COMMAND",
+        "IFS",
+        "PYTHONSTARTUP",
+        "NODE_OPTIONS",
+        "GIT_SSH_COMMAND",
+    ];
+    let secrets: Vec<(&str, &str)> = REFUSED
+        .iter()
+        .map(|n| (*n, "/nonexistent/zopp-planted"))
+        .chain([("SAFE", "ok")])
+        .collect();
+    let (_server, alice) = setup(backend, &secrets);
+    for name in REFUSED {
+        let out = alice.zopp(&run_sh(&["--only", name], "echo ran"));
+        out.assert_exit_code(4)
+            .assert_stderr_contains(&format!("secret '{name}' names a variable"))
+            .assert_stderr_contains(&format!("--allow-env {name}"));
+        assert!(out.stdout().is_empty(), "{name}: the command must not run");
+    }
+    // All at once: still refused, whatever else is there.
+    alice.zopp(&run_sh(&[], "echo ran")).assert_exit_code(4);
+    // Left out: runs.
+    let excluded = REFUSED.join(",");
+    let out = alice.zopp(&run_sh(&["--exclude", &excluded], "printf %s \"$SAFE\""));
+    assert_eq!(out.assert_success().stdout(), "ok");
+    // Named: passed on.
+    let out = alice.zopp(&run_sh(
+        &[
+            "--only",
+            "PYTHONSTARTUP,SAFE",
+            "--allow-env",
+            "PYTHONSTARTUP",
+        ],
+        "printf '%s %s' \"$PYTHONSTARTUP\" \"$SAFE\"",
+    ));
+    assert_eq!(
+        out.assert_success().stdout(),
+        "/nonexistent/zopp-planted ok"
+    );
 }

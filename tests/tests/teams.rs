@@ -28,6 +28,7 @@ on_both_backends!(
     rotation_locks_removed_members_out_of_what_follows,
     bad_input_is_refused_and_changes_nothing,
     a_second_device_for_the_same_user,
+    a_removed_admins_invites_and_tokens_die_with_the_removal,
 );
 
 const PROD: [&str; 6] = ["-w", "acme", "-p", "api", "-e", "prod"];
@@ -869,6 +870,49 @@ fn a_revoked_token_decrypts_nothing_in_a_later_database_copy(backend: Backend) {
     assert!(opened(&after, &keys).is_empty());
 }
 
+/// Revocation destroys the server's key share at rest, not only in the row: afterwards its bytes
+/// are nowhere in the SQLite database file or its WAL (secure_delete zeroes the freed cell, a
+/// TRUNCATE checkpoint empties the WAL). Before revocation the same search finds them, so the
+/// test can tell. (PostgreSQL keeps dead tuples until VACUUM: docs/ci.md says what that means.)
+#[test]
+fn a_revoked_share_leaves_no_bytes_in_the_sqlite_files() {
+    let server = TestServer::start_on(Backend::Sqlite);
+    let admin = admin(&server);
+    let (id, _token) = service(&admin, "deployer", "read", &PROD);
+    let db = Db::of(&server);
+    let share_sql = format!(
+        "SELECT {} FROM principals WHERE id = '{id}'",
+        db.hex("server_key_share")
+    );
+    let share = hex::decode(
+        db.rows(&share_sql)[0][0]
+            .clone()
+            .expect("share before revocation"),
+    )
+    .expect("hex");
+    let main = server.db_path();
+    let wal = std::path::PathBuf::from(format!("{}-wal", main.display()));
+    let present = |path: &Path| zopp_tests::file_contains(path, &share);
+    assert!(
+        present(&main) || present(&wal),
+        "the share is on disk before revocation (else this test proves nothing)"
+    );
+
+    admin
+        .zopp(&["principal", "revoke", &id, "--no-rotate"])
+        .assert_success();
+    assert!(
+        !present(&main),
+        "the share's bytes remain in {}",
+        main.display()
+    );
+    assert!(
+        !present(&wal),
+        "the share's bytes remain in {}",
+        wal.display()
+    );
+}
+
 /// After a member is removed and the keys rotated, current members still read old versions,
 /// and versions written afterwards do not open with the removed member's keys plus everything
 /// the server stores, whatever keys the member kept from before.
@@ -1199,5 +1243,86 @@ fn a_second_device_for_the_same_user(backend: Backend) {
     // verifies: hashes, links and each actor's own signature (joins included).
     admin
         .zopp(&["audit", "verify", "-w", "acme"])
+        .assert_success();
+}
+
+/// Removing an admin from the workspace revokes the invite they left unredeemed and the service
+/// principal they created (its token stops working), and the report lists both. With
+/// `--keep-issued` they are listed and stay valid.
+fn a_removed_admins_invites_and_tokens_die_with_the_removal(backend: Backend) {
+    let server = TestServer::start_on(backend);
+    let admin = admin(&server);
+    let bob = invited(&server, &admin, "bob@example.com", "admin");
+    let carol = invited(&server, &admin, "carol@example.com", "admin");
+    let ci_home = tempfile::tempdir().expect("ci home");
+    let read = |token: &str| {
+        ci(
+            &server,
+            token,
+            ci_home.path(),
+            &with(&["secret", "get", "DB_URL"], &PROD),
+        )
+    };
+
+    // Bob issues an invite and a CI token, then is removed: both die with him.
+    let bob_invite = invite(&bob, "read");
+    let (bob_sp, bob_token) = service(&bob, "bob-ci", "read", &PROD);
+    read(&bob_token).assert_success();
+    let out = admin.zopp(&[
+        "permission",
+        "remove",
+        "--user",
+        "bob@example.com",
+        "-w",
+        "acme",
+        "--no-rotate",
+        "--output",
+        "json",
+    ]);
+    let j = out.assert_success().json();
+    let issued = j["issued"].as_array().expect("issued list");
+    assert_eq!(issued.len(), 2, "{j}");
+    let sp = issued
+        .iter()
+        .find(|i| i["kind"] == "service_principal")
+        .expect("the service principal is listed");
+    assert_eq!(sp["id"], bob_sp.as_str());
+    assert_eq!(sp["name"], "bob-ci");
+    assert_eq!(sp["revoked"], true);
+    let inv = issued
+        .iter()
+        .find(|i| i["kind"] == "invite")
+        .expect("the invite is listed");
+    assert_eq!(inv["revoked"], true);
+    read(&bob_token)
+        .assert_exit_code(5)
+        .assert_stderr_contains("revoked");
+    let out = TestUser::new(&server).zopp(&["join", &bob_invite, "eve@example.com"]);
+    assert_ne!(out.code(), 0);
+    out.assert_stderr_contains("invite revoked");
+
+    // Carol's are listed, and kept on request.
+    let carol_invite = invite(&carol, "read");
+    let (_, carol_token) = service(&carol, "carol-ci", "read", &PROD);
+    let out = admin.zopp(&[
+        "permission",
+        "remove",
+        "--user",
+        "carol@example.com",
+        "-w",
+        "acme",
+        "--no-rotate",
+        "--keep-issued",
+    ]);
+    out.assert_success();
+    assert!(
+        out.stdout().contains("service principal 'carol-ci'")
+            && out.stdout().contains("still valid"),
+        "{}",
+        out.stdout()
+    );
+    read(&carol_token).assert_success();
+    TestUser::new(&server)
+        .zopp(&["join", &carol_invite, "dave@example.com"])
         .assert_success();
 }

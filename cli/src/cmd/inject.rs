@@ -22,7 +22,8 @@ use crate::output::Out;
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 References: ${KEY} is a secret of the environment given by -w/-p/-e, ${zopp://PROJECT/ENV/KEY}
-a secret of another environment of the workspace, and $${ a literal ${.
+a secret of another environment of the workspace (only with --allow-ref PROJECT/ENV), and $${
+a literal ${.
 
 Example:
   zopp inject -e prod -i config.yaml.tpl -o config.yaml")]
@@ -30,6 +31,10 @@ pub struct InjectArgs {
     /// The template, or - for stdin
     #[arg(short = 'i', long = "in", value_name = "TEMPLATE|-")]
     pub input: PathBuf,
+    /// Let `${zopp://PROJECT/ENV/KEY}` references (in the template or in the secrets it uses)
+    /// reach this other environment (repeatable); any other is refused
+    #[arg(long = "allow-ref", value_name = "PROJECT/ENV")]
+    pub allow_ref: Vec<String>,
     /// Write the result to this file (mode 0600, replaced atomically) instead of stdout
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -69,11 +74,13 @@ pub fn read_text(path: &Path, max: usize) -> Result<Zeroizing<String>, CliError>
 
 /// Runs `zopp inject`.
 pub async fn run(ctx: &Context, out: &Out, a: &InjectArgs) -> Result<(), CliError> {
+    let allowed = super::run::allowed_refs(&a.allow_ref)?;
     let template = read_text(&a.input, MAX_RENDERED_LEN)?;
     let env = ctx.env_ref()?;
     let client = ctx.client().await?;
     let rendered = Sources::fetch(&client, &env)
         .await?
+        .allow(allowed)
         .render(&client, &template)
         .await?;
     match &a.out {

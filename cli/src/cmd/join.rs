@@ -33,7 +33,7 @@ pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliErr
         .into());
     }
     let device = args.name.clone().unwrap_or_else(default_device_name);
-    let passphrase = new_key_passphrase()?;
+    let passphrase = new_key_passphrase(args.no_passphrase)?;
     if is_workspace_invite(token) {
         let joined = join_workspace(
             &server,

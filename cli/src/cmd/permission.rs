@@ -109,6 +109,10 @@ pub struct RemoveArgs {
     /// Neither rotate nor ask (print how to rotate instead)
     #[arg(long, conflicts_with = "rotate")]
     pub no_rotate: bool,
+    /// When this leaves them without any grant in the workspace, keep the invites and service
+    /// principals they issued (by default they are revoked; listed either way)
+    #[arg(long)]
+    pub keep_issued: bool,
 }
 
 /// `zopp permission effective`.
@@ -217,6 +221,23 @@ struct RemoveJson {
     rotate: Vec<String>,
     /// Rotations done by this command (with --rotate).
     rotated: Vec<crate::cmd::rotate::RotatedJson>,
+    /// Invites and service principals they had issued, when they are no longer a member.
+    issued: Vec<IssuedJson>,
+}
+
+/// An invite or service principal a removed member had issued.
+#[derive(Debug, Serialize)]
+struct IssuedJson {
+    /// `invite` or `service_principal`.
+    kind: String,
+    /// Its id.
+    id: String,
+    /// Service principal name, or the invite's role.
+    name: String,
+    /// Expiry (RFC 3339), or null.
+    expires_at: Option<String>,
+    /// Whether this removal revoked it.
+    revoked: bool,
 }
 
 /// `zopp permission effective` in JSON.
@@ -297,7 +318,9 @@ pub async fn run(
         PermissionCommand::Remove(a) => {
             let grantee = a.grantee.spec()?;
             let client = ctx.client().await?;
-            let resp = client.remove_permission(&scope, &grantee).await?;
+            let resp = client
+                .remove_permission_keeping(&scope, &grantee, a.keep_issued)
+                .await?;
             let removed = resp
                 .removed
                 .as_ref()
@@ -310,6 +333,21 @@ pub async fn run(
                     removed.role,
                     scope.describe()
                 ));
+            }
+            let issued: Vec<IssuedJson> = report
+                .issued
+                .iter()
+                .map(|i| IssuedJson {
+                    kind: i.kind.clone(),
+                    id: i.id.clone(),
+                    name: i.name.clone(),
+                    expires_at: (i.expires_at_ms != 0)
+                        .then(|| crate::output::rfc3339(i.expires_at_ms)),
+                    revoked: i.revoked,
+                })
+                .collect();
+            if !out.is_json() {
+                print_issued(out, &issued)?;
             }
             let readable = readable_secrets(&client, &report).await;
             let rotate: Vec<ScopeSpec> = report.rotate.iter().map(ScopeSpec::from_proto).collect();
@@ -326,6 +364,7 @@ pub async fn run(
                     readable,
                     rotate: rotate.iter().map(ToString::to_string).collect(),
                     rotated,
+                    issued,
                 });
             }
             Ok(())
@@ -381,6 +420,28 @@ pub async fn readable_secrets(client: &Client, report: &pb::RemovalReport) -> Ve
         });
     }
     out
+}
+
+/// Prints the invites and service principals a removed member had issued, and whether the
+/// removal revoked them.
+fn print_issued(out: &Out, issued: &[IssuedJson]) -> Result<(), CliError> {
+    if issued.is_empty() {
+        return Ok(());
+    }
+    out.line("invites and service principals they issued:")?;
+    for i in issued {
+        let what = match i.kind.as_str() {
+            "invite" => format!("invite {} ({} role)", i.id, i.name),
+            _ => format!("service principal '{}' ({})", i.name, i.id),
+        };
+        let state = if i.revoked {
+            "revoked"
+        } else {
+            "still valid: revoke it with `zopp invite revoke` / `zopp principal revoke` if it should not outlive them"
+        };
+        out.line(&format!("  {what}: {state}"))?;
+    }
+    Ok(())
 }
 
 /// Prints what a removed grantee could read, for rotating the values at their source.

@@ -13,13 +13,14 @@ use std::time::Duration;
 use clap::Args;
 use nix::sys::signal::Signal;
 use zopp_cli::fallback;
-use zopp_cli::resolve::{ResolvedEnvironment, Sources};
+use zopp_cli::resolve::{parse_allowed_ref, ResolvedEnvironment, Sources};
+use zopp_cli::run::hygiene;
 use zopp_cli::run::signals::{self, FORWARDED};
 use zopp_cli::run::watch::Watcher;
 use zopp_cli::run::{Running, Spec};
 use zopp_cli::validate::{check_name, NameKind};
 use zopp_cli::{Client, EnvRef, Error, Missing};
-use zopp_formats::Masker;
+use zopp_formats::{EnvironmentPath, Masker};
 
 use crate::context::Context;
 use crate::failure::CliError;
@@ -40,7 +41,10 @@ Examples:
 The command gets the environment's secrets on top of zopp's environment (a secret wins over a
 variable that is already set, unless --preserve-env). Its stdin, stdout and stderr are zopp's
 own unless --mask is given. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are passed
-on. zopp exits with the command's exit code (128 + N when signal N killed it), 127 when the
+on. The command does not get ZOPP_TOKEN or ZOPP_PASSPHRASE, and a secret named like a loader
+or shell start-up variable (LD_*, DYLD_*, PATH, BASH_ENV, ENV, IFS, PYTHONSTARTUP,
+NODE_OPTIONS, …; the full list is in docs/run.md) is refused unless named with --allow-env.
+zopp exits with the command's exit code (128 + N when signal N killed it), 127 when the
 command cannot be found and 126 when it cannot be executed. With --watch, zopp keeps running
 while the command does, and exits with its code when it exits on its own; if the server goes
 away, the command keeps running and zopp reconnects with backoff.")]
@@ -76,6 +80,15 @@ pub struct RunArgs {
     /// Run from the fallback copy without contacting the server
     #[arg(long, requires = "fallback", conflicts_with = "watch")]
     pub fallback_only: bool,
+    /// Let `${zopp://PROJECT/ENV/KEY}` references reach this other environment (repeatable);
+    /// a reference into any environment not named here is refused
+    #[arg(long = "allow-ref", value_name = "PROJECT/ENV")]
+    pub allow_ref: Vec<String>,
+    /// Let the command have this variable although zopp would keep it out: a secret named like
+    /// a loader or shell start-up variable (LD_PRELOAD, PATH, BASH_ENV, … see docs/run.md), or
+    /// zopp's own ZOPP_TOKEN / ZOPP_PASSPHRASE (comma-separated or repeated)
+    #[arg(long = "allow-env", value_delimiter = ',', value_name = "NAME")]
+    pub allow_env: Vec<String>,
     /// Run with the environment as it was at TIME (RFC 3339, a UTC date or an age such as
     /// 2h), for reproducible runs; references into other environments resolve as they are now
     #[arg(long, value_name = "TIME", conflicts_with_all = ["at_version", "watch", "fallback"])]
@@ -92,6 +105,11 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// The environments `--allow-ref` lets references reach.
+pub fn allowed_refs(values: &[String]) -> Result<Vec<EnvironmentPath>, Error> {
+    values.iter().map(|v| parse_allowed_ref(v)).collect()
+}
+
 /// Runs `zopp run`; its `Err(CliError::Exit(code))` carries the child's exit code.
 pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     for name in a.only.iter().chain(&a.exclude) {
@@ -104,13 +122,16 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
         ));
     }
     let point = super::point(a.at.as_deref(), a.at_version)?;
+    allowed_refs(&a.allow_ref)?;
     let env = ctx.env_ref()?;
     // Lazy: an unreachable server is reported by the first call, where --fallback takes over,
     // and a watch reconnects by itself once the server is back.
     let client = ctx.lazy_client().await?;
     let resolved = match point {
         Some(at) => {
-            let sources = Sources::fetch_at(&client, &env, at).await?;
+            let sources = Sources::fetch_at(&client, &env, at)
+                .await?
+                .allow(allowed_refs(&a.allow_ref)?);
             resolve_injected(&client, sources, a).await?
         }
         None => obtain(&client, &env, a).await?,
@@ -243,7 +264,9 @@ async fn fetch_copy(
     a: &RunArgs,
     must_write: bool,
 ) -> Result<ResolvedEnvironment, Error> {
-    let sources = Sources::fetch(client, env).await?;
+    let sources = Sources::fetch(client, env)
+        .await?
+        .allow(allowed_refs(&a.allow_ref)?);
     let resolved = resolve_injected(client, sources, a).await?;
     if let Some(path) = &a.fallback {
         match fallback::write(path, client.identity(), env, &resolved) {
@@ -362,6 +385,19 @@ fn variables(a: &RunArgs, env: &ResolvedEnvironment) -> Result<Vec<(OsString, Ve
         if a.preserve_env && std::env::var_os(&s.name).is_some() {
             continue;
         }
+        if hygiene::is_refused(&s.name) && !a.allow_env.contains(&s.name) {
+            return Err(CliError::Failed {
+                message: format!(
+                    "secret '{}' names a variable that decides what code programs load or shells run before the command; zopp run does not inject it",
+                    s.name
+                ),
+                hint: Some(format!(
+                    "pass --allow-env {} if the command really needs it, or --exclude {}",
+                    s.name, s.name
+                )),
+                code: crate::failure::EXIT_PERMISSION,
+            });
+        }
         if s.expose_value().contains(&0) {
             return Err(Error::Unrepresentable {
                 name: s.name.clone(),
@@ -396,6 +432,11 @@ fn start(
     let spec = Spec {
         program,
         args,
+        remove: hygiene::CREDENTIAL_VARIABLES
+            .iter()
+            .filter(|k| !a.allow_env.iter().any(|x| x == *k))
+            .map(OsString::from)
+            .collect(),
         env: vars,
         masker,
         pty,

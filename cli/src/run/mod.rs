@@ -5,6 +5,7 @@
 //! The child inherits zopp's stdin, stdout and stderr unless output is masked, so a terminal
 //! stays a terminal and nothing sits between the child and its user.
 
+pub mod hygiene;
 pub mod pty;
 pub mod pump;
 pub mod signals;
@@ -33,6 +34,8 @@ pub struct Spec<'a> {
     pub program: &'a OsStr,
     /// Its arguments.
     pub args: &'a [OsString],
+    /// Inherited variables the child must not see (zopp's own credentials).
+    pub remove: Vec<OsString>,
     /// Variables to set on top of the inherited environment.
     pub env: Vec<(OsString, Vec<u8>)>,
     /// Mask the child's output with this masker.
@@ -89,9 +92,13 @@ impl Running {
         use std::os::unix::ffi::OsStringExt;
         let mut cmd = tokio::process::Command::new(spec.program);
         cmd.args(spec.args);
+        for k in &spec.remove {
+            cmd.env_remove(k);
+        }
         for (k, v) in spec.env {
             cmd.env(k, OsString::from_vec(v));
         }
+        crate::hardening::restore_core_limit_for(&mut cmd);
         // zopp must outlive a restart's SIGKILL of the child, never the other way round.
         cmd.kill_on_drop(false);
         let Some(masker) = spec.masker else {
@@ -258,6 +265,7 @@ mod tests {
             ),
         ];
         let mut running = Running::spawn(Spec {
+            remove: Vec::new(),
             program: OsStr::new("sh"),
             args: &args,
             env: vec![("ZOPP_T_SECRET".into(), b"hunter2-canary".to_vec())],
@@ -276,6 +284,7 @@ mod tests {
             OsString::from("trap '' TERM; while :; do sleep 0.05; done"),
         ];
         let running = Running::spawn(Spec {
+            remove: Vec::new(),
             program: OsStr::new("sh"),
             args: &args,
             env: Vec::new(),

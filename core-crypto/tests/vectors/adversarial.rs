@@ -17,6 +17,7 @@ use zopp_crypto::audit::AuditRecord;
 use zopp_crypto::envelope::{
     Envelope, EnvelopeContext, NameDigest, NameKey, SealKey, SecretKind, SecretPayload,
 };
+use zopp_crypto::ids::ServerId;
 use zopp_crypto::ids::{EnvironmentId, PrincipalId};
 use zopp_crypto::keyfile::{self, KdfParams};
 use zopp_crypto::keys::{
@@ -506,6 +507,11 @@ struct Req {
     body: Vec<u8>,
 }
 
+/// The deployment the adversarial requests and chains are signed for (FORMAT.md §4).
+const ADV_SERVER_ID: [u8; 16] = [
+    0x3c, 0x91, 0x0d, 0x7e, 0x44, 0xa2, 0x4b, 0x1f, 0x9e, 0x60, 0x2a, 0x5d, 0xc8, 0x17, 0x83, 0xf4,
+];
+
 impl Req {
     fn new(rng: &mut ChaCha20Rng) -> Self {
         Self {
@@ -516,7 +522,13 @@ impl Req {
         }
     }
     fn message(&self) -> Vec<u8> {
-        sign::request_message(self.method, self.ts, &self.nonce, &r::sha256(&self.body))
+        sign::request_message(
+            &ServerId::from_bytes(ADV_SERVER_ID),
+            self.method,
+            self.ts,
+            &self.nonce,
+            &r::sha256(&self.body),
+        )
     }
 }
 
@@ -540,6 +552,7 @@ fn request_vector(
         inputs: vec![
             ("signing_seed", J::Null),
             ("verifying_key", h(key)),
+            ("server_id", h(ADV_SERVER_ID)),
             ("method", s(q.method)),
             ("timestamp_ms", n(q.ts)),
             ("nonce", h(q.nonce)),
@@ -1242,9 +1255,13 @@ impl Actor {
         let nonce: [u8; 16] = draw(rng);
         let body = draw::<24>(rng);
         let request_hash = r::sha256(&body);
-        let sig = self
-            .key
-            .sign(&sign::request_message(method, t, &nonce, &request_hash));
+        let sig = self.key.sign(&sign::request_message(
+            &ServerId::from_bytes(ADV_SERVER_ID),
+            method,
+            t,
+            &nonce,
+            &request_hash,
+        ));
         Entry {
             seq,
             time_ms: t + 9,
@@ -1489,6 +1506,7 @@ fn audit_verifications(v: &mut Vec<Vector>) {
                 e[1].signature = a[0]
                     .key
                     .sign(&sign::request_message(
+                        &ServerId::from_bytes(ADV_SERVER_ID),
                         &e[1].method,
                         e[1].request_timestamp_ms,
                         &nonce,
@@ -1545,6 +1563,7 @@ fn audit_verifications(v: &mut Vec<Vector>) {
         let actor_json: Vec<J> = actors.iter().map(Actor::json).collect();
         let inputs = vec![
             ("chain", s(if server { "server" } else { "workspace" })),
+            ("server_id", h(ADV_SERVER_ID)),
             ("start_seq", n(if server { 1u64 } else { 41 })),
             ("prev_hash", h(prev)),
             ("actors", J::Arr(actor_json)),
@@ -1595,7 +1614,7 @@ type JoinMessage = fn(&[u8], &[u8], &str, &[u8; 32]) -> Vec<u8>;
 struct Primitives {
     canonical: fn(&AuditRecord<'_>) -> Vec<u8>,
     hash: fn(&[u8; 32], &[u8]) -> [u8; 32],
-    request_message: fn(&str, i64, &[u8; 16], &[u8; 32]) -> Vec<u8>,
+    request_message: fn(&[u8; 16], &str, i64, &[u8; 16], &[u8; 32]) -> Vec<u8>,
     join_message: JoinMessage,
     verify: fn(&[u8], &[u8], &[u8]) -> &'static str,
     key_ok: fn(&[u8]) -> bool,
@@ -1604,7 +1623,7 @@ struct Primitives {
 const LIB: Primitives = Primitives {
     canonical: |rec| rec.canonical(),
     hash: |prev, c| zopp_crypto::sha256(&[prev.as_slice(), c].concat()),
-    request_message: |m, t, n, h| sign::request_message(m, t, n, h),
+    request_message: |sv, m, t, n, h| sign::request_message(&ServerId::from_bytes(*sv), m, t, n, h),
     join_message: |k, a, e, t| {
         let (Ok(k), Ok(a)) = (
             VerifyingKey::try_from_slice(k),
@@ -1640,7 +1659,7 @@ const REFERENCE: Primitives = Primitives {
         })
     },
     hash: |prev, c| r::audit_hash(prev, c),
-    request_message: |m, t, n, h| r::request_message(m, t, n, h),
+    request_message: |sv, m, t, n, h| r::request_message(sv, m, t, n, h),
     join_message: |k, a, e, t| r::join_message(k, a, e, t),
     verify: |k, m, s| match r::ed25519_verify(k, m, s) {
         Ok(()) => r::OK,
@@ -1684,6 +1703,9 @@ fn audit_verify_with(p: &Primitives, i: &Value) -> Result<(&'static str, u64, [u
         other => return Err(format!("unknown chain `{other}`")),
     };
     let start = u64::try_from(int(i, "start_seq")?).map_err(|_| "negative start_seq")?;
+    let server_id: [u8; 16] = bytes(i, "server_id")?
+        .try_into()
+        .map_err(|_| "server_id is not 16 bytes")?;
     let mut prev = arr32(i, "prev_hash")?;
     let actors = field(i, "actors")?
         .as_array()
@@ -1758,6 +1780,7 @@ fn audit_verify_with(p: &Primitives, i: &Value) -> Result<(&'static str, u64, [u
                     <[u8; 32]>::try_from(request_hash.as_slice()),
                 ) {
                     (Ok(n), Ok(h)) => Some((p.request_message)(
+                        &server_id,
                         rec.method,
                         rec.request_timestamp_ms,
                         &n,

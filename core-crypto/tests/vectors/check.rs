@@ -518,14 +518,17 @@ fn check_signer(seed: Option<Vec<u8>>, key: &[u8], msg: &[u8], sig: &[u8]) -> Re
 
 fn request_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), String> {
     let key = i.bytes("verifying_key")?;
+    let server = i.arr::<16>("server_id")?;
     let method = i.text("method")?;
     let ts = i.i64("timestamp_ms")?;
     let nonce = i.arr::<16>("nonce")?;
     let body = i.bytes("body")?;
     let sig = i.bytes("signature")?;
     let body_hash = r::sha256(&body);
-    let lib_msg = sign::request_message(method, ts, &nonce, &zopp_crypto::sha256(&body));
-    let ref_msg = r::request_message(method, ts, &nonce, &body_hash);
+    let server_id = zopp_crypto::ids::ServerId::from_bytes(server);
+    let lib_msg =
+        sign::request_message(&server_id, method, ts, &nonce, &zopp_crypto::sha256(&body));
+    let ref_msg = r::request_message(&server, method, ts, &nonce, &body_hash);
     let lib = lib_verify(&key, &lib_msg, &sig);
     let reference = r::ed25519_verify(&key, &ref_msg, &sig);
     both(code(&lib), outcome(&reference), expected)?;
@@ -537,8 +540,14 @@ fn request_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), 
         check_signer(seed.clone(), &key, &ref_msg, &sig)?;
         if let Some(seed) = seed {
             let seed: [u8; 32] = seed.try_into().map_err(|_| "seed is not 32 bytes")?;
-            let again =
-                sign::sign_request(&SigningKey::from_seed(&seed), method, ts, &nonce, &body);
+            let again = sign::sign_request(
+                &SigningKey::from_seed(&seed),
+                &server_id,
+                method,
+                ts,
+                &nonce,
+                &body,
+            );
             same("zopp-crypto sign_request", &again, &sig)?;
         }
     }

@@ -1036,6 +1036,7 @@ fn child_wraps(v: &mut Vec<Vector>) {
 struct Request {
     seed: [u8; 32],
     verifying_key: Vec<u8>,
+    server: [u8; 16],
     method: String,
     ts: i64,
     nonce: [u8; 16],
@@ -1043,17 +1044,33 @@ struct Request {
     sig: Vec<u8>,
 }
 
+/// The deployment the request vectors are signed for.
+const REQUEST_SERVER_ID: [u8; 16] = [
+    0x7a, 0x0b, 0x4e, 0x1c, 0x52, 0x9d, 0x4f, 0x61, 0x8a, 0x33, 0x0e, 0x6b, 0x2c, 0x90, 0x15, 0xd7,
+];
+
 fn request_case(rng: &mut ChaCha20Rng) -> Request {
     let seed: [u8; 32] = draw(rng);
     let nonce: [u8; 16] = draw(rng);
     let body: [u8; 48] = draw(rng);
     let method = "/zopp.v1.Zopp/GetSecret".to_string();
     let ts = 1_767_225_600_123;
+    // Fixed rather than drawn, so the other fields keep their values.
+    let server = REQUEST_SERVER_ID;
     let key = SigningKey::from_seed(&seed);
-    let sig = sign::sign_request(&key, &method, ts, &nonce, &body).to_vec();
+    let sig = sign::sign_request(
+        &key,
+        &zopp_crypto::ids::ServerId::from_bytes(server),
+        &method,
+        ts,
+        &nonce,
+        &body,
+    )
+    .to_vec();
     Request {
         seed,
         verifying_key: key.verifying_key().to_bytes().to_vec(),
+        server,
         method,
         ts,
         nonce,
@@ -1068,7 +1085,7 @@ fn verify_with(key: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
 
 fn requests(v: &mut Vec<Vector>) {
     type Change = fn(&mut Request, &mut ChaCha20Rng);
-    let cases: [(&str, &str, Change, &'static str); 9] = [
+    let cases: [(&str, &str, Change, &'static str); 10] = [
         (
             "request-signature-ok",
             "A signed GetSecret call; `body` stands for the request's protobuf encoding.",
@@ -1091,6 +1108,13 @@ fn requests(v: &mut Vec<Vector>) {
             "request-signature-altered-timestamp",
             "The timestamp moved forward by one millisecond.",
             |q, _| q.ts += 1,
+            r::BAD_SIGNATURE,
+        ),
+        (
+            "request-signature-other-server",
+            "A call signed for one deployment presented to another (a copy of the database \
+             behind another server id).",
+            |q, _| q.server[15] ^= 0x01,
             r::BAD_SIGNATURE,
         ),
         (
@@ -1146,7 +1170,13 @@ fn requests(v: &mut Vec<Vector>) {
         let mut q = request_case(&mut rng);
         change(&mut q, &mut rng);
         let body_hash = r::sha256(&q.body);
-        let msg = sign::request_message(&q.method, q.ts, &q.nonce, &body_hash);
+        let msg = sign::request_message(
+            &zopp_crypto::ids::ServerId::from_bytes(q.server),
+            &q.method,
+            q.ts,
+            &q.nonce,
+            &body_hash,
+        );
         let res = verify_with(&q.verifying_key, &msg, &q.sig);
         assert_eq!(code(&res), expected, "{name}");
         let ok = expected == r::OK;
@@ -1158,6 +1188,7 @@ fn requests(v: &mut Vec<Vector>) {
             inputs: vec![
                 ("signing_seed", if ok { h(q.seed) } else { J::Null }),
                 ("verifying_key", h(&q.verifying_key)),
+                ("server_id", h(q.server)),
                 ("method", s(&q.method)),
                 ("timestamp_ms", n(q.ts)),
                 ("nonce", h(q.nonce)),

@@ -329,11 +329,18 @@ pub fn ed25519_verify(public: &[u8], msg: &[u8], sig: &[u8]) -> Outcome<()> {
     key.verify_strict(msg, &sig).map_err(|_| BAD_SIGNATURE)
 }
 
-/// §4 signed request message.
-pub fn request_message(method: &str, ts: i64, nonce: &[u8], body_sha256: &[u8]) -> Vec<u8> {
+/// §4 signed request message (protocol version 2: the server id follows the version byte).
+pub fn request_message(
+    server_id: &[u8],
+    method: &str,
+    ts: i64,
+    nonce: &[u8],
+    body_sha256: &[u8],
+) -> Vec<u8> {
     [
         b"zopp/v1/request".as_slice(),
-        &[1],
+        &[2],
+        server_id,
         &(method.len() as u32).to_be_bytes(),
         method.as_bytes(),
         &ts.to_be_bytes(),

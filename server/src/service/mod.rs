@@ -17,6 +17,7 @@ mod scopes;
 mod secrets;
 mod service_principals;
 mod teams;
+mod tenancy;
 mod trail;
 mod workspace_invites;
 
@@ -52,6 +53,8 @@ pub mod methods {
     pub const LOOKUP_INVITE: &str = "/zopp.v1.Zopp/LookupInvite";
     /// `Join` (unauthenticated, self-signed).
     pub const JOIN: &str = "/zopp.v1.Zopp/Join";
+    /// `GetServerInfo` (unauthenticated).
+    pub const GET_SERVER_INFO: &str = "/zopp.v1.Zopp/GetServerInfo";
     /// `WhoAmI`.
     pub const WHO_AM_I: &str = "/zopp.v1.Zopp/WhoAmI";
     /// `CreateWorkspace`.
@@ -652,6 +655,18 @@ impl Zopp for ZoppService {
             .await
     }
 
+    async fn get_server_info(
+        &self,
+        request: Request<GetServerInfoRequest>,
+    ) -> Result<Response<GetServerInfoResponse>, Status> {
+        self.open(methods::GET_SERVER_INFO, request, |_| async {
+            Ok(GetServerInfoResponse {
+                server_id: self.state.auth.server_id().as_bytes().to_vec(),
+            })
+        })
+        .await
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,
@@ -1100,6 +1115,7 @@ mod tests {
                 storage.clone(),
                 Arc::new(crate::auth::MemoryReplayCache::new()),
                 clock.clone(),
+                zopp_crypto::ids::ServerId::from_bytes([1; 16]),
             ),
             audit: AuditAppender::spawn(storage.clone()),
             feed: Arc::new(crate::feed::LocalFeed::new()),
@@ -1178,8 +1194,8 @@ mod tests {
             .filter(|l| l.trim_start().starts_with("rpc "))
             .count();
         // LookupInvite, Join, LookupWorkspaceInvite, JoinWorkspace and ImportPrincipal prove
-        // possession of a code instead of signing.
-        assert_eq!(checked, rpcs - 5, "every signed RPC is checked");
+        // possession of a code instead of signing; GetServerInfo tells anyone the server id.
+        assert_eq!(checked, rpcs - 6, "every signed RPC is checked");
     }
 
     #[tokio::test]
@@ -1192,6 +1208,12 @@ mod tests {
             .await
             .expect_err("malformed token refused");
         assert_eq!(s.code(), Code::InvalidArgument);
+        let info = svc
+            .get_server_info(Request::new(GetServerInfoRequest {}))
+            .await
+            .expect("server info")
+            .into_inner();
+        assert_eq!(info.server_id, vec![1; 16]);
         // The code-authenticated team RPCs answer too, refusing a malformed id.
         let s = svc
             .lookup_workspace_invite(Request::new(LookupWorkspaceInviteRequest::default()))

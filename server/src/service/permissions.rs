@@ -9,8 +9,8 @@
 use zopp_crypto::ids::{PrincipalId, ProjectId};
 use zopp_proto::v1::{
     EffectivePermissionRequest, EffectivePermissionResponse, GetPrincipalsRequest,
-    GetPrincipalsResponse, ListPermissionsRequest, ListPermissionsResponse, PermissionGrant,
-    RemovalReport, RemovePermissionRequest, RemovePermissionResponse, ScopeRef,
+    GetPrincipalsResponse, IssuedItem, ListPermissionsRequest, ListPermissionsResponse,
+    PermissionGrant, RemovalReport, RemovePermissionRequest, RemovePermissionResponse, ScopeRef,
     SetPermissionRequest,
 };
 
@@ -23,8 +23,27 @@ use crate::audit::{self, action};
 use crate::auth::Caller;
 use crate::error::{ServiceError, ServiceResult};
 use crate::rbac::{self, Action, Grant, Scope, Subject};
-use crate::storage::teams::{GrantListing, GrantOutcome, NewGrant, RevokeOutcome, Stale};
+use crate::storage::teams::{
+    GrantListing, GrantOutcome, GranteeRef, InviteStatus, NewGrant, RevokeOutcome, Stale,
+};
 use crate::storage::{EnvironmentRecord, GrantId, NamePath, ProjectRecord, Who};
+
+/// The refusal for a grantee the caller may not look up: word for word what an unknown one
+/// gets, so it tells nothing about who exists.
+fn unknown_grantee(g: Option<&zopp_proto::v1::Grantee>) -> ServiceError {
+    match g {
+        Some(g) if !g.user_email.is_empty() => ServiceError::NotFound(format!(
+            "no user with email '{}' on this server",
+            g.user_email
+        )),
+        Some(g) => ServiceError::NotFound(format!(
+            "principal {} not found",
+            PrincipalId::try_parse(&g.principal_id)
+                .map_or_else(|_| g.principal_id.clone(), |id| id.to_string())
+        )),
+        None => ServiceError::NotFound("grantee not found".into()),
+    }
+}
 
 /// The message for keys prepared against a state that moved on.
 pub(super) fn stale_error(stale: Stale, what: &str) -> ServiceError {
@@ -112,6 +131,14 @@ impl ZoppService {
                     .storage
                     .live_principals(g.grantee, self.now_ms())
                     .await?;
+                // A stranger (sharing no workspace with the caller) is described only to a
+                // caller who vouches for one of its devices by fingerprint; anyone else gets
+                // the answer an unknown grantee gets.
+                if !Self::vouched(&live, &m.fingerprints)
+                    && !self.shares_workspace(&caller, &g.who()).await?
+                {
+                    return Err(unknown_grantee(m.grantee.as_ref()));
+                }
                 let mut ids: Vec<PrincipalId> = live.iter().map(|p| p.id).collect();
                 ids.sort();
                 resp.target_ids = ids.iter().map(ToString::to_string).collect();
@@ -119,7 +146,18 @@ impl ZoppService {
             }
         }
         for text in &m.principal_ids {
-            start.push(parse_principal("principal_ids", text)?);
+            let id = parse_principal("principal_ids", text)?;
+            let who = match self.state.storage.principal(id).await? {
+                Some(p) => Who {
+                    principal: p.id,
+                    user: p.user_id,
+                },
+                None => return Err(ServiceError::NotFound(format!("principal {id} not found"))),
+            };
+            if !self.shares_workspace(&caller, &who).await? {
+                return Err(ServiceError::NotFound(format!("principal {id} not found")));
+            }
+            start.push(id);
         }
         let infos = self.admission_closure(&start).await?;
         for text in &m.principal_ids {
@@ -286,7 +324,7 @@ impl ZoppService {
                 )))
             }
         }
-        let report = self
+        let mut report = self
             .removal_report(
                 &access,
                 &[(existing.scope, grantee.who())],
@@ -294,10 +332,131 @@ impl ZoppService {
                 true,
             )
             .await?;
+        report.issued = self
+            .leftovers(&caller, &access, &grantee.grantee, m.keep_issued)
+            .await?;
         Ok(RemovePermissionResponse {
             removed: Some(permission(&existing, &access.r.workspace.name)),
             report: Some(report),
         })
+    }
+
+    /// Whether `fingerprints` name one of `principals` itself (as `zopp principal fingerprint`
+    /// prints it on that device, FORMAT.md §3.4). A root's fingerprint is not enough: roots are
+    /// shared widely, and would let anyone list every user admitted under one.
+    fn vouched(principals: &[crate::storage::PrincipalRecord], fingerprints: &[String]) -> bool {
+        let wanted: Vec<String> = fingerprints
+            .iter()
+            .map(|f| f.trim().to_ascii_lowercase())
+            .collect();
+        principals
+            .iter()
+            .any(|p| wanted.contains(&p.signing_key.fingerprint()))
+    }
+
+    /// What a grantee who just lost their last grant in the workspace had issued there and what
+    /// would outlive them: unredeemed invites they created and live service principals they
+    /// admitted. Revoked here (each with its own audit entry) unless `keep`, and only when the
+    /// caller is an admin of the workspace, who alone may revoke them otherwise; listed either
+    /// way. A grantee who keeps another grant in the workspace is still a member: nothing.
+    async fn leftovers(
+        &self,
+        caller: &Caller,
+        access: &Access,
+        grantee: &GranteeRef,
+        keep: bool,
+    ) -> ServiceResult<Vec<IssuedItem>> {
+        let ws = access.r.workspace.id;
+        let issuers: Vec<PrincipalId> = match grantee {
+            GranteeRef::User(u) => self
+                .state
+                .storage
+                .user_principals(*u)
+                .await?
+                .iter()
+                .map(|p| p.id)
+                .collect(),
+            GranteeRef::Principal(p) => vec![*p],
+        };
+        let still_member =
+            self.state
+                .storage
+                .live_grants(ws)
+                .await?
+                .iter()
+                .any(|g| match g.grantee {
+                    GranteeRef::Principal(p) => issuers.contains(&p),
+                    ref other => other == grantee,
+                });
+        if still_member {
+            return Ok(Vec::new());
+        }
+        let subject = Subject {
+            kind: caller.kind(),
+            grants: &access.r.rbac,
+        };
+        let may_revoke =
+            rbac::authorize(&subject, Action::ManageAccess, &Scope::Workspace(ws)).is_ok();
+        let revoke = may_revoke && !keep;
+        let now = self.now_ms();
+        let mut issued = Vec::new();
+        for invite in self.state.storage.invites(ws).await? {
+            if !issuers.contains(&invite.created_by) || invite.status(now) != InviteStatus::Pending
+            {
+                continue;
+            }
+            let revoked = revoke && {
+                let entry = audit::draft(
+                    caller,
+                    action::WORKSPACE_INVITE_REVOKE,
+                    &Scope::Workspace(ws),
+                    format!("invite/{}", invite.id),
+                    now,
+                );
+                self.state
+                    .storage
+                    .revoke_invite(ws, invite.id, now, entry)
+                    .await?
+            };
+            issued.push(IssuedItem {
+                kind: "invite".into(),
+                id: invite.id.to_string(),
+                name: invite.role.name().into(),
+                expires_at_ms: invite.expires_at_ms,
+                revoked,
+            });
+        }
+        for sp in self.state.storage.service_principals(ws).await? {
+            let live = sp.revoked_at_ms.is_none() && sp.expires_at_ms.is_none_or(|t| t > now);
+            if !live || !sp.admitted_by.is_some_and(|a| issuers.contains(&a)) {
+                continue;
+            }
+            let revoked = revoke && {
+                let entry = audit::draft(
+                    caller,
+                    action::PRINCIPAL_REVOKE,
+                    &Scope::Workspace(ws),
+                    format!("principal/{}", sp.id),
+                    now,
+                );
+                self.state
+                    .storage
+                    .revoke_principal(sp.id, now, vec![entry])
+                    .await?
+                    .is_some()
+            };
+            if revoked {
+                tracing::info!(principal = %sp.id, "service principal of a removed member revoked");
+            }
+            issued.push(IssuedItem {
+                kind: "service_principal".into(),
+                id: sp.id.to_string(),
+                name: sp.name.clone(),
+                expires_at_ms: sp.expires_at_ms.unwrap_or(0),
+                revoked,
+            });
+        }
+        Ok(issued)
     }
 
     /// What a removal took: the environments under each removed grant's scope that no remaining

@@ -72,6 +72,7 @@ impl ZoppService {
         Ok(GetKeyShareResponse {
             server_key_share: share.to_vec(),
             agreement_key: caller.principal().agreement_key.to_bytes().to_vec(),
+            server_id: self.state.auth.server_id().as_bytes().to_vec(),
         })
     }
 

@@ -28,6 +28,14 @@ impl ZoppService {
             };
             rbac::authorize(&subject, Action::ReadAudit, &Scope::Server)
                 .map_err(|d| super::denial(d, Action::ReadAudit, "this server"))?;
+            // The server chain names every user who ever joined: server admins only.
+            if !self.is_server_admin(&caller).await? {
+                return Err(ServiceError::PermissionDenied(
+                    "reading the server audit trail needs a server admin (a user who joined \
+                     with an invite from `zopp-server invite create`)"
+                        .into(),
+                ));
+            }
             AuditChain::Server
         } else {
             let r = self

@@ -415,6 +415,7 @@ impl ZoppService {
         Ok(JoinResponse {
             user_id: user_id.to_string(),
             principal_id: principal_id.to_string(),
+            server_id: self.state.auth.server_id().as_bytes().to_vec(),
         })
     }
 }

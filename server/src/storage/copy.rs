@@ -118,7 +118,17 @@ const TABLES: &[Table] = &[
         name: "audit_entries",
         order_by: "chain, seq",
     },
+    // The copy is the same deployment: clients keep the server id they pinned, and the request
+    // signatures in the audit trail still verify.
+    Table {
+        name: "server_identity",
+        order_by: "singleton",
+    },
 ];
+
+/// A table the target may already hold a row of (a server that was started on the empty
+/// database made its own id): replaced by the source's, not a reason to refuse.
+const REPLACED: &[&str] = &["server_identity"];
 
 /// The columns of one table, in schema order.
 type Columns = Vec<(String, Kind)>;
@@ -605,6 +615,12 @@ macro_rules! verify_target {
 macro_rules! ensure_empty {
     ($tx:expr, $data:expr) => {{
         for d in $data.iter() {
+            if REPLACED.contains(&d.table.name) {
+                sqlx::query(&format!("DELETE FROM {}", d.table.name))
+                    .execute(&mut *$tx)
+                    .await?;
+                continue;
+            }
             let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", d.table.name))
                 .fetch_one(&mut *$tx)
                 .await?;

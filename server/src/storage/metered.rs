@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use zopp_crypto::envelope::NameDigest;
-use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, WorkspaceId};
+use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 
 use super::*;
 use crate::metrics::{DB_DURATION, DB_ERRORS};
@@ -50,6 +50,14 @@ impl<S: Storage> Storage for Metered<S> {
     }
     async fn ping(&self) -> Result<()> {
         self.timed("ping", self.inner.ping()).await
+    }
+    async fn server_id(&self, candidate: ServerId) -> Result<ServerId> {
+        self.timed("server_id", self.inner.server_id(candidate))
+            .await
+    }
+    async fn reset_server_id(&self, new: ServerId) -> Result<()> {
+        self.timed("reset_server_id", self.inner.reset_server_id(new))
+            .await
     }
     async fn create_server_invite(
         &self,

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zopp_crypto::audit::AuditRecord;
 use zopp_crypto::envelope::{Envelope, NameDigest};
-use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, UserId, WorkspaceId};
+use zopp_crypto::ids::{
+    EnvironmentId, InviteId, PrincipalId, ProjectId, ServerId, UserId, WorkspaceId,
+};
 use zopp_crypto::keys::{AgreementPublic, VerifyingKey, SIGNATURE_LEN};
 use zopp_crypto::sign::ZERO_HASH;
 use zopp_crypto::wrap::WrappedKey;
@@ -190,6 +192,16 @@ pub fn verifying_key(bytes: &[u8]) -> std::result::Result<VerifyingKey, zopp_cry
     }
     map.insert(arr, key);
     Ok(key)
+}
+
+/// A stored server id.
+///
+/// # Errors
+/// [`StorageError::Corrupt`] unless it is 16 bytes.
+pub fn server_id_from(bytes: &[u8]) -> Result<ServerId> {
+    <[u8; 16]>::try_from(bytes)
+        .map(ServerId::from_bytes)
+        .map_err(|_| StorageError::Corrupt("server_identity.server_id is not 16 bytes".into()))
 }
 
 /// First 8 bytes of a digest in hex: enough to tell secrets apart in messages and logs.
@@ -687,6 +699,14 @@ pub trait Storage: TeamStorage + LeaseStorage + Send + Sync + 'static {
 
     /// Checks the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+
+    /// The deployment's server id (FORMAT.md §4): the stored one, or `candidate`, stored now,
+    /// when there is none yet. Every replica over one database gets the same answer.
+    async fn server_id(&self, candidate: ServerId) -> Result<ServerId>;
+
+    /// Replaces the stored server id, so that this database (a copy) refuses requests signed
+    /// for the deployment it was copied from.
+    async fn reset_server_id(&self, new: ServerId) -> Result<()>;
 
     // ----- invites and principals -----
 

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 use zopp_crypto::envelope::{Envelope, NameDigest};
-use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, WorkspaceId};
+use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 use zopp_crypto::keys::{AgreementPublic, VerifyingKey, SIGNATURE_LEN};
 use zopp_crypto::sign::ZERO_HASH;
 use zopp_crypto::wrap::WrappedKey;
@@ -632,6 +632,35 @@ impl Storage for PgStorage {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.pg()?;
+        Ok(())
+    }
+
+    async fn server_id(&self, candidate: ServerId) -> Result<ServerId> {
+        sqlx::query(
+            "INSERT INTO server_identity (singleton, server_id) VALUES (1, $1) \
+             ON CONFLICT (singleton) DO NOTHING",
+        )
+        .bind(&candidate.as_bytes()[..])
+        .execute(&self.pool)
+        .await
+        .pg()?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT server_id FROM server_identity WHERE singleton = 1")
+                .fetch_one(&self.pool)
+                .await
+                .pg()?;
+        super::server_id_from(&stored)
+    }
+
+    async fn reset_server_id(&self, new: ServerId) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO server_identity (singleton, server_id) VALUES (1, $1) \
+             ON CONFLICT (singleton) DO UPDATE SET server_id = excluded.server_id",
+        )
+        .bind(&new.as_bytes()[..])
+        .execute(&self.pool)
+        .await
+        .pg()?;
         Ok(())
     }
 

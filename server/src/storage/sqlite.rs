@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, Transaction};
 use zopp_crypto::envelope::{Envelope, NameDigest};
-use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, WorkspaceId};
+use zopp_crypto::ids::{EnvironmentId, InviteId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 use zopp_crypto::keys::{AgreementPublic, SIGNATURE_LEN};
 use zopp_crypto::sign::ZERO_HASH;
 use zopp_crypto::wrap::WrappedKey;
@@ -98,10 +98,13 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
+            // secure_delete: space freed by a DELETE or UPDATE is zeroed, so a revoked
+            // principal's server key share does not linger in a page's free space.
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .pragma("secure_delete", "ON"),
             )
             .await?;
         sqlx::migrate!("../migrations/sqlite")
@@ -158,6 +161,27 @@ impl SqliteStorage {
         }
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// Copies every committed page into the database file and truncates the WAL to zero bytes,
+    /// so that no earlier image of a page (one holding a key share before its revocation, say)
+    /// survives in the WAL. Retries while readers hold old snapshots; gives up with a warning
+    /// (the next checkpoint still overwrites the frames) rather than fail the revocation.
+    pub(super) async fn checkpoint_truncate(&self) -> Result<()> {
+        const TRIES: u32 = 50;
+        for _ in 0..TRIES {
+            let gate = self.write_gate.clone().lock_owned().await;
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.writer)
+                .await?;
+            drop(gate);
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("WAL checkpoint after a revocation stayed busy; old page images remain in the WAL until the next checkpoint");
+        Ok(())
     }
 
     async fn begin_write(&self) -> Result<WriteTx> {
@@ -939,6 +963,32 @@ impl Storage for SqliteStorage {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn server_id(&self, candidate: ServerId) -> Result<ServerId> {
+        sqlx::query(
+            "INSERT INTO server_identity (singleton, server_id) VALUES (1, $1) \
+             ON CONFLICT (singleton) DO NOTHING",
+        )
+        .bind(&candidate.as_bytes()[..])
+        .execute(&self.writer)
+        .await?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT server_id FROM server_identity WHERE singleton = 1")
+                .fetch_one(&self.writer)
+                .await?;
+        super::server_id_from(&stored)
+    }
+
+    async fn reset_server_id(&self, new: ServerId) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO server_identity (singleton, server_id) VALUES (1, $1) \
+             ON CONFLICT (singleton) DO UPDATE SET server_id = excluded.server_id",
+        )
+        .bind(&new.as_bytes()[..])
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 

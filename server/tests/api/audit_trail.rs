@@ -56,7 +56,13 @@ fn verify_chain(page: &ListAuditResponse) {
             let nonce: [u8; 16] = e.nonce.clone().try_into().expect("16-byte nonce");
             let body: [u8; 32] = e.request_hash.clone().try_into().expect("32-byte hash");
             key.verify(
-                &request_message(&e.method, e.request_timestamp_ms, &nonce, &body),
+                &request_message(
+                    &TEST_SERVER_ID,
+                    &e.method,
+                    e.request_timestamp_ms,
+                    &nonce,
+                    &body,
+                ),
                 &e.signature,
             )
             .expect("actor signature");

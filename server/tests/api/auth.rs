@@ -1,7 +1,9 @@
 //! Request signing (FORMAT.md §4): every refusal is UNAUTHENTICATED with a message naming the
 //! failed check.
 
+use ::zopp_server::auth::MemoryReplayCache;
 use ::zopp_server::service::methods;
+use ::zopp_server::ServeOptions;
 use tonic::Code;
 use zopp_crypto::ids::PrincipalId;
 use zopp_crypto::keys::PrincipalKeys;
@@ -130,7 +132,13 @@ async fn signature_for_another_method_is_refused() {
 
 #[tokio::test]
 async fn stale_and_future_timestamps_are_refused() {
-    let s = Server::start().await;
+    // A server whose replay cache has seen every request of the window (up for longer than the
+    // skew), so only the skew check decides.
+    let s = Server::start_with(ServeOptions {
+        replay: std::sync::Arc::new(MemoryReplayCache::remembering_since(i64::MIN)),
+        ..ServeOptions::default()
+    })
+    .await;
     let u = s.join("a@example.com").await;
     for offset in [-61_000i64, 61_000, -3_600_000] {
         let req = sign_with(
@@ -161,6 +169,121 @@ async fn stale_and_future_timestamps_are_refused() {
         },
     );
     u.c().list_workspaces(req).await.expect("within skew");
+}
+
+/// A timestamp at the far ends of `i64`: the skew check must not overflow (in a release build
+/// `i64::MIN.abs()` wraps to a negative number and would pass the check, with a nonce whose
+/// expiry saturates and is never pruned).
+#[tokio::test]
+async fn extreme_timestamps_are_refused_as_skew() {
+    let s = Server::start_with(ServeOptions {
+        replay: std::sync::Arc::new(MemoryReplayCache::remembering_since(i64::MIN)),
+        ..ServeOptions::default()
+    })
+    .await;
+    let u = s.join("a@example.com").await;
+    for ts in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
+        let req = sign_with(
+            &u.keys,
+            u.id,
+            methods::LIST_WORKSPACES,
+            ListWorkspacesRequest {},
+            &SignAs {
+                timestamp_ms: Some(ts),
+                ..SignAs::default()
+            },
+        );
+        assert_status(
+            u.c().list_workspaces(req).await,
+            Code::Unauthenticated,
+            SKEW,
+        );
+    }
+}
+
+/// A request accepted before a restart cannot be replayed after it: the new process's replay
+/// cache is empty, so the server refuses every timestamp older than its start.
+#[tokio::test]
+async fn request_from_before_a_restart_is_refused() {
+    let s = Server::start().await;
+    let u = s.join("a@example.com").await;
+    let req = || {
+        sign_with(
+            &u.keys,
+            u.id,
+            methods::LIST_WORKSPACES,
+            ListWorkspacesRequest {},
+            &SignAs {
+                timestamp_ms: Some(::zopp_server::now_ms()),
+                nonce: Some([9; 16]),
+                ..SignAs::default()
+            },
+        )
+    };
+    let first = req();
+    u.c().list_workspaces(first).await.expect("first use");
+    let replay = req();
+    // The same database served by a new process (a fresh in-memory replay cache).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let restarted = s.restart_on_same_database().await;
+    let c = restarted.client().await;
+    assert_status(
+        c.clone().list_workspaces(replay).await,
+        Code::Unauthenticated,
+        "request timestamp is older than the server's start",
+    );
+    // A fresh request goes through.
+    let fresh = u.sign(methods::LIST_WORKSPACES, ListWorkspacesRequest {});
+    c.clone()
+        .list_workspaces(fresh)
+        .await
+        .expect("fresh request");
+}
+
+/// A request signed for another deployment (one that shares a copy of this database) is refused,
+/// and so is one signed for no deployment on any method but `GetKeyShare`.
+#[tokio::test]
+async fn request_signed_for_another_server_is_refused() {
+    let s = Server::start().await;
+    let u = s.join("a@example.com").await;
+    for server in [
+        zopp_crypto::ids::ServerId::from_bytes([0x7f; 16]),
+        zopp_crypto::sign::UNBOUND_SERVER,
+    ] {
+        let req = sign_with(
+            &u.keys,
+            u.id,
+            methods::LIST_WORKSPACES,
+            ListWorkspacesRequest {},
+            &SignAs {
+                server: Some(server),
+                ..SignAs::default()
+            },
+        );
+        assert_status(
+            u.c().list_workspaces(req).await,
+            Code::Unauthenticated,
+            "bad request signature",
+        );
+    }
+    // The server tells anyone its id, and a join hands it to the new principal.
+    let info = s
+        .client()
+        .await
+        .get_server_info(GetServerInfoRequest {})
+        .await
+        .expect("server info")
+        .into_inner();
+    assert_eq!(info.server_id, TEST_SERVER_ID.as_bytes().to_vec());
+    let keys = PrincipalKeys::generate(&mut rand::rngs::OsRng);
+    let joined = s
+        .client()
+        .await
+        .join(join_request(&keys, &s.invite().await, "b@example.com"))
+        .await
+        .expect("join")
+        .into_inner();
+    assert_eq!(joined.server_id, TEST_SERVER_ID.as_bytes().to_vec());
 }
 
 #[tokio::test]

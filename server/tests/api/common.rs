@@ -20,7 +20,7 @@ use tonic::{Request, Status};
 use zopp_crypto::envelope::{
     EnvelopeContext, NameDigest, NameKey, SealKey, SecretKind, SecretPayload,
 };
-use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, WorkspaceId};
+use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind as CryptoScope};
 use zopp_crypto::sign::{join_message, VersionClaims, ZERO_HASH};
 use zopp_crypto::wrap::{
@@ -29,6 +29,10 @@ use zopp_crypto::wrap::{
 use zopp_proto::v1::zopp_client::ZoppClient;
 use zopp_proto::v1::*;
 use zopp_proto::{MD_NONCE, MD_PRINCIPAL, MD_SIGNATURE, MD_TIMESTAMP};
+
+/// The server id every test server runs with (set before it starts), so requests can be signed
+/// without asking.
+pub const TEST_SERVER_ID: ServerId = ServerId::from_bytes([0x7e; 16]);
 
 /// A running in-process server.
 pub struct Server {
@@ -65,6 +69,10 @@ impl Server {
                 .expect("open sqlite"),
         );
         let storage: Arc<dyn Storage> = sqlite.clone();
+        storage
+            .reset_server_id(TEST_SERVER_ID)
+            .await
+            .expect("set the server id");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -87,6 +95,23 @@ impl Server {
             task: Some(task),
             _dir: dir,
         }
+    }
+
+    /// A second server process over the same database with default options (a new, empty
+    /// replay cache), as after a restart. It stops when dropped.
+    pub async fn restart_on_same_database(&self) -> Restarted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let storage = self.storage.clone();
+        tokio::spawn(async move {
+            ::zopp_server::serve(listener, storage, ServeOptions::default(), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Restarted { addr, _stop: stop }
     }
 
     /// A client channel to the server.
@@ -167,6 +192,24 @@ impl Drop for Server {
     }
 }
 
+/// A server started by [`Server::restart_on_same_database`].
+pub struct Restarted {
+    addr: std::net::SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Restarted {
+    /// An unauthenticated client.
+    pub async fn client(&self) -> ZoppClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        ZoppClient::new(channel)
+    }
+}
+
 /// A well-formed join request for `keys`.
 pub fn join_request(keys: &PrincipalKeys, token: &str, email: &str) -> JoinRequest {
     let sk = keys.signing.verifying_key();
@@ -186,6 +229,8 @@ pub fn join_request(keys: &PrincipalKeys, token: &str, email: &str) -> JoinReque
 /// Signing overrides for negative tests.
 #[derive(Clone, Debug, Default)]
 pub struct SignAs {
+    /// Server id to sign for (default: [`TEST_SERVER_ID`], every test server's).
+    pub server: Option<ServerId>,
     /// Timestamp to sign (default: now).
     pub timestamp_ms: Option<i64>,
     /// Nonce (default: random).
@@ -222,8 +267,14 @@ pub fn sign_with<T: prost::Message>(
         OsRng.fill_bytes(&mut n);
         n
     });
-    let sig =
-        zopp_crypto::sign::sign_request(&keys.signing, method, ts, &nonce, &msg.encode_to_vec());
+    let sig = zopp_crypto::sign::sign_request(
+        &keys.signing,
+        &opts.server.unwrap_or(TEST_SERVER_ID),
+        method,
+        ts,
+        &nonce,
+        &msg.encode_to_vec(),
+    );
     let mut req = Request::new(msg);
     let md = req.metadata_mut();
     md.insert(

@@ -166,8 +166,10 @@ impl InlineWriter {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let c = Connection::open_with_flags(path, flags).map_err(unavailable)?;
         c.busy_timeout(busy).map_err(unavailable)?;
-        c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-            .map_err(unavailable)?;
+        c.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;",
+        )
+        .map_err(unavailable)?;
         c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self {
             conn: Mutex::new(c),

@@ -774,6 +774,8 @@ impl TeamStorage for SqliteStorage {
         .await?;
         append_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
+        // The share is gone from the row; push the pages that held it out of the WAL too.
+        self.checkpoint_truncate().await?;
         Ok(Some(RevokedPrincipal {
             principal,
             revoked_grants,

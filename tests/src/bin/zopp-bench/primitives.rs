@@ -76,6 +76,7 @@ pub fn measure(budget: Duration) -> Vec<Figure> {
             let mut nonce = [0u8; NONCE_LEN];
             nonce[0] = i as u8;
             request_message(
+                &zopp_crypto::ids::ServerId::from_bytes([5; 16]),
                 "/zopp.v1.Zopp/GetSecret",
                 1_700_000_000_000,
                 &nonce,
