@@ -13,7 +13,7 @@ use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroizing;
 use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, WorkspaceId};
 use zopp_crypto::keyfile::KdfParams;
-use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey};
+use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey, VerifyingKey};
 use zopp_crypto::sign::{join_message, sign_request, NONCE_LEN};
 use zopp_crypto::token::PrincipalToken;
 use zopp_crypto::wrap::{wrap_to_recipient, wrap_under, KeyContext};
@@ -320,6 +320,11 @@ pub struct Client {
     cache: KeyCache,
     /// The zopp home of a device identity; `None` for a principal token, which writes nothing.
     home: Option<ZoppHome>,
+    /// What a principal token was minted for (scope ids, key epochs): the pins of a client
+    /// that keeps nothing on disk.
+    token_floor: Option<crate::pins::ScopeFloor>,
+    /// The workspace root a principal token was minted under.
+    token_root: Option<(WorkspaceId, PrincipalId, VerifyingKey)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -347,6 +352,8 @@ impl Client {
             identity,
             cache,
             home: Some(home.clone()),
+            token_floor: None,
+            token_root: None,
         })
     }
 
@@ -359,11 +366,17 @@ impl Client {
     /// [`Error::TokenRefused`] when the server refuses it (revoked, expired, unknown);
     /// [`Error::Unreachable`] when the server cannot be reached.
     pub async fn connect_token(server: ServerConfig, token: &str) -> Result<Self> {
-        let token = PrincipalToken::try_parse(token).map_err(|e| {
-            Error::BadToken(match e {
-                zopp_crypto::CryptoError::UnsupportedFormat => "unknown token version".into(),
-                _ => "expected zopp_ followed by 108 base64url characters".into(),
-            })
+        let token = PrincipalToken::try_parse(token).map_err(|e| match e {
+            zopp_crypto::CryptoError::UnsupportedFormat
+                if zopp_crypto::token::token_version(token)
+                    == Some(zopp_crypto::token::TOKEN_V1) =>
+            {
+                Error::OutdatedToken
+            }
+            zopp_crypto::CryptoError::UnsupportedFormat => {
+                Error::BadToken("unknown token version".into())
+            }
+            _ => Error::BadToken("expected zopp_ followed by base64url characters".into()),
         })?;
         let channel = server.channel().await?;
         let mut rpc = grpc(channel);
@@ -408,12 +421,24 @@ impl Client {
             server.url(),
         );
         let cache = KeyCache::disabled(server.url(), token.principal);
+        let token_floor = Some(crate::pins::ScopeFloor::of_token(&token.binding));
+        let token_root = VerifyingKey::try_from_slice(&token.binding.root_key)
+            .ok()
+            .map(|key| {
+                (
+                    WorkspaceId::from_bytes(token.binding.workspace.id),
+                    token.binding.root,
+                    key,
+                )
+            });
         Ok(Self {
             rpc,
             server,
             identity,
             cache,
             home: None,
+            token_floor,
+            token_root,
         })
     }
 
@@ -433,6 +458,8 @@ impl Client {
             identity,
             cache,
             home: Some(home.clone()),
+            token_floor: None,
+            token_root: None,
         })
     }
 
@@ -446,6 +473,14 @@ impl Client {
     }
     pub(crate) fn cache(&self) -> &KeyCache {
         &self.cache
+    }
+    /// The floor a principal token carries (`None` for a device identity).
+    pub(crate) fn token_floor(&self) -> Option<&crate::pins::ScopeFloor> {
+        self.token_floor.as_ref()
+    }
+    /// The workspace root a principal token carries (`None` for a device identity).
+    pub(crate) fn token_root(&self) -> Option<(WorkspaceId, PrincipalId, VerifyingKey)> {
+        self.token_root
     }
     /// The zopp home of a device identity (`None` in principal-token mode).
     pub fn home(&self) -> Option<&ZoppHome> {
@@ -527,13 +562,22 @@ impl Client {
                 wrapped_key: wrapped.into_bytes(),
             },
         );
-        self.rpc()
+        let created = self
+            .rpc()
             .create_workspace(req)
             .await
             .map(Response::into_inner)
             .map_err(|s| {
                 self.created_error(s, format!("workspace '{name}'"), Target::Workspace(name))
-            })
+            })?;
+        self.pin_created(crate::pins::Sighting {
+            level: crate::pins::Level::Workspace,
+            parent: String::new(),
+            name: name.to_owned(),
+            id: id.to_string(),
+            epoch: Some(1),
+        });
+        Ok(created)
     }
 
     fn created_error(&self, status: Status, what: String, target: Target<'_>) -> Error {
@@ -573,6 +617,7 @@ impl Client {
             .await
             .map_err(|s| self.status_error(s, Target::Workspace(name)))?;
         self.cache.clear();
+        self.forget_scope(crate::pins::Level::Workspace, None, name);
         Ok(())
     }
 
@@ -599,6 +644,7 @@ impl Client {
             .await
             .map(Response::into_inner)
             .map_err(|s| self.status_error(s, target))?;
+        self.check_scopes(&crate::pins::scope_sightings(workspace, project, &keys))?;
         ScopeChain::derive(
             &keys,
             self.identity.principal(),
@@ -638,7 +684,8 @@ impl Client {
                 wrapped_key: wrapped.into_bytes(),
             },
         );
-        self.rpc()
+        let created = self
+            .rpc()
             .create_project(req)
             .await
             .map(Response::into_inner)
@@ -648,7 +695,15 @@ impl Client {
                     format!("project '{name}' in workspace '{workspace}'"),
                     Target::Workspace(workspace),
                 )
-            })
+            })?;
+        self.pin_created(crate::pins::Sighting {
+            level: crate::pins::Level::Project,
+            parent: parent.workspace().to_string(),
+            name: name.to_owned(),
+            id: id.to_string(),
+            epoch: Some(1),
+        });
+        Ok(created)
     }
 
     /// Projects of a workspace.
@@ -694,6 +749,8 @@ impl Client {
             )
         })?;
         self.cache.clear();
+        let ws = self.pinned_id(crate::pins::Level::Workspace, "", workspace);
+        self.forget_scope(crate::pins::Level::Project, ws.as_deref(), name);
         Ok(())
     }
 
@@ -741,6 +798,15 @@ impl Client {
             })?;
         // A same-named environment may have existed before: its cached chain is stale now.
         self.cache.remove(&env);
+        if let Some(project_id) = parent.project() {
+            self.pin_created(crate::pins::Sighting {
+                level: crate::pins::Level::Environment,
+                parent: project_id.to_string(),
+                name: name.to_owned(),
+                id: id.to_string(),
+                epoch: Some(1),
+            });
+        }
         Ok(created)
     }
 
@@ -785,6 +851,14 @@ impl Client {
             .await
             .map_err(|s| self.status_error(s, Target::Environment(env)))?;
         self.cache.remove(env);
+        let ws = self.pinned_id(crate::pins::Level::Workspace, "", env.workspace());
+        let project =
+            ws.and_then(|w| self.pinned_id(crate::pins::Level::Project, &w, env.project()));
+        self.forget_scope(
+            crate::pins::Level::Environment,
+            project.as_deref(),
+            env.environment(),
+        );
         Ok(())
     }
 
@@ -858,6 +932,8 @@ impl Client {
         env: &EnvRef,
         keys: &pb::EnvironmentKeys,
     ) -> Result<EnvironmentChain> {
+        // Before any key is opened: a swapped scope or a hidden rotation is refused outright.
+        self.check_scopes(&crate::pins::environment_sightings(env, keys))?;
         EnvironmentChain::derive(
             keys,
             self.identity.principal(),

@@ -152,7 +152,13 @@ async fn write_many(
 ) -> anyhow::Result<()> {
     let nk = NameKey::derive(&env.ek);
     let seal = SealKey::derive(&env.ek);
+    // Each call is the next environment version, signed as such (FORMAT.md §7).
+    let mut env_version = 0u64;
     for chunk in names.chunks(5000) {
+        env_version += 1;
+        let created_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let writes = chunk
             .iter()
             .map(|n| {
@@ -178,6 +184,8 @@ async fn write_many(
                     envelope: &envelope,
                     prev_hash: ZERO_HASH,
                     writer: s.id,
+                    env_version,
+                    created_at_ms,
                 }
                 .sign(&s.keys.signing);
                 SecretWrite {
@@ -188,6 +196,8 @@ async fn write_many(
                     deleted: false,
                     prev_hash: ZERO_HASH.to_vec(),
                     signature: sig.to_vec(),
+                    env_version,
+                    created_at_ms,
                 }
             })
             .collect();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod pg;
 pub mod signed;
+pub mod tamper;
 
 pub use pg::PgDatabase;
 
