@@ -57,6 +57,9 @@ pub struct GlobalArgs {
     /// Output format [env: ZOPP_OUTPUT] [default: human]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
+    /// Print tables without their header line (headers are printed by default, piped too)
+    #[arg(long, global = true)]
+    pub no_header: bool,
 }
 
 /// How results are printed on stdout.
@@ -101,12 +104,28 @@ pub enum Command {
     /// Create, list and revoke single-use workspace invites
     #[command(subcommand)]
     Invite(crate::cmd::invite::InviteCommand),
+    /// Offboard a user: remove every grant they hold in a workspace, list what they could read,
+    /// rotate what you may
+    #[command(subcommand)]
+    Member(crate::cmd::member::MemberCommand),
     /// Service principals and their tokens, your devices, revocation and fingerprints
     #[command(subcommand)]
     Principal(crate::cmd::principal::PrincipalCommand),
     /// Compare two environments of a project (-e A -e B) or one environment at two points in
     /// time (--at T1 --at T2, --at-version N1 --at-version N2): names added, removed, changed
     Diff(DiffArgs),
+    /// Store, print (credentials masked), list and restore kubeconfigs
+    #[command(subcommand)]
+    Kubeconfig(crate::cmd::kubeconfig::KubeconfigCommand),
+    /// Store, inspect and restore apps: manifest templates applied with secrets injected
+    #[command(subcommand)]
+    App(crate::cmd::app::AppCommand),
+    /// Render an app's manifest with every secret masked, and show what changed since the
+    /// last apply
+    Preview(crate::cmd::app::PreviewArgs),
+    /// Render an app's manifest with its secrets and pipe it to its apply command, under a
+    /// server-side lease
+    Apply(crate::cmd::app::ApplyArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
 }
@@ -147,6 +166,12 @@ pub struct SetRetentionArgs {
     /// Keep every version again (the default)
     #[arg(long)]
     pub keep_all: bool,
+    /// Show what the new limit would prune without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal and the limit prunes)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `zopp environment restore`.
@@ -158,6 +183,9 @@ pub struct EnvironmentRestoreArgs {
     /// Show what would change without writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `zopp join`.

@@ -126,11 +126,13 @@ impl Client {
             // a conditioned write fails instead of silently retrying over the other writer.
             if let Some(want) = if_env_version {
                 if state.env_version != want {
-                    return Err(Error::Conflict(format!(
-                        "{env} is at environment version {}, not {want}: someone wrote first; \
-                         nothing was written",
-                        state.env_version
-                    )));
+                    return Err(Error::EnvVersionMismatch {
+                        environment: env.to_string(),
+                        workspace: env.workspace().to_owned(),
+                        project: env.project().to_owned(),
+                        current: state.env_version,
+                        wanted: want,
+                    });
                 }
             }
             if last_env_version == Some(state.env_version) {

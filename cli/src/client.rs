@@ -412,6 +412,17 @@ impl Client {
             &token.share,
             &zopp_crypto::token::KeyShare::from_bytes(server_share),
         );
+        // A token with a changed character in its share still signs (the seed is intact) but
+        // combines to a key that opens nothing: say so here, not as a grant problem later.
+        if !share.agreement_key.is_empty()
+            && !zopp_crypto::ct_eq(&share.agreement_key, &agreement.public_key().to_bytes())
+        {
+            return Err(Error::BadToken(
+                "its key share does not match the principal's key: the token is damaged or \
+                 mistyped (compare it with the one `zopp principal create-service` printed)"
+                    .into(),
+            ));
+        }
         let identity = Identity::service(
             token.principal,
             PrincipalKeys {
@@ -1016,7 +1027,9 @@ pub async fn join(
             home: home.dir().to_owned(),
         });
     }
-    let token = params.token.trim();
+    let token = params
+        .token
+        .trim_matches(zopp_crypto::token::is_format_whitespace);
     let keys = PrincipalKeys::generate(&mut OsRng);
     let signing_pub = keys.signing.verifying_key();
     let agreement_pub = keys.agreement.public_key();

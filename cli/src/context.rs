@@ -33,6 +33,8 @@ pub struct Context {
     defaults_error: Option<String>,
     /// `ZOPP_TOKEN`: act as that service principal, with nothing read from or written to disk.
     token: Option<Token>,
+    /// The workspace from `-w` or `ZOPP_WORKSPACE`, leaving zopp.toml out.
+    workspace_flag_or_env: Option<String>,
 }
 
 /// The text of `ZOPP_TOKEN`. Secret: never printed.
@@ -171,6 +173,7 @@ impl Context {
             ),
             defaults_error,
             token,
+            workspace_flag_or_env: pick(args.workspace.clone(), env("ZOPP_WORKSPACE"), None, None),
         })
     }
 
@@ -186,6 +189,23 @@ impl Context {
                 .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         };
         Ok(ServerConfig::try_new(&url, self.tls_ca.clone())?)
+    }
+
+    /// The server to redeem a code at: `--server`/`ZOPP_SERVER` when given, else the one the
+    /// code carries (`zopp_crypto::locator`), else as [`Context::server`]. Returns the code
+    /// without its locator.
+    pub fn server_for_code<'c>(&self, code: &'c str) -> Result<(ServerConfig, &'c str), CliError> {
+        let (inner, locator) = zopp_crypto::locator::Locator::split(code).map_err(|e| {
+            CliError::usage(
+                e.to_string(),
+                "copy the whole code again, or ask for a new one",
+            )
+        })?;
+        let server = match (&self.server, locator) {
+            (None, Some(l)) => ServerConfig::try_new(&l.server, self.tls_ca.clone())?,
+            _ => self.server()?,
+        };
+        Ok((server, inner))
     }
 
     fn setting(&self, which: Setting) -> Result<&str, CliError> {
@@ -217,6 +237,44 @@ impl Context {
         }
     }
 
+    /// Whether `--output json` (or `ZOPP_OUTPUT=json`) was asked for.
+    pub fn output_is_json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
+    /// Whether commands act as the service principal of `ZOPP_TOKEN`.
+    pub fn uses_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The identity on disk that `ZOPP_TOKEN` overrides, when both exist: its home and, when
+    /// its config is readable, its email. `None` when there is no token or no identity on disk.
+    pub fn shadowed_identity(&self) -> Option<(PathBuf, Option<String>)> {
+        if self.token.is_none()
+            || self.home.dir().as_os_str().is_empty()
+            || !self.home.has_identity()
+        {
+            return None;
+        }
+        let email = self
+            .home
+            .read_config()
+            .ok()
+            .map(|c| c.email)
+            .filter(|e| !e.is_empty());
+        Some((self.home.dir().to_path_buf(), email))
+    }
+
+    /// The one-line note that `ZOPP_TOKEN` wins over the identity on disk, if both exist.
+    pub fn token_note(&self) -> Option<String> {
+        let (home, email) = self.shadowed_identity()?;
+        Some(format!(
+            "note: acting as the service principal of ZOPP_TOKEN, not as the identity in {}{}; unset ZOPP_TOKEN to use that one",
+            home.display(),
+            email.map(|e| format!(" ({e})")).unwrap_or_default()
+        ))
+    }
+
     /// The workspace, checked.
     pub fn workspace(&self) -> Result<&str, CliError> {
         self.setting(Setting::Workspace)
@@ -230,6 +288,19 @@ impl Context {
         }
         self.workspace().map(Some)
     }
+    /// The workspace given by `-w` or `ZOPP_WORKSPACE` only, checked; a zopp.toml default does
+    /// not count. For `zopp audit`, where no workspace means the server's own chain: a
+    /// repository's zopp.toml must not silently turn that into a workspace's.
+    pub fn workspace_explicit(&self) -> Result<Option<&str>, CliError> {
+        match &self.workspace_flag_or_env {
+            Some(w) => {
+                check_name(NameKind::Workspace, w)?;
+                Ok(Some(w))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The workspace and project, checked.
     pub fn project(&self) -> Result<(&str, &str), CliError> {
         Ok((self.workspace()?, self.setting(Setting::Project)?))
@@ -278,6 +349,7 @@ mod tests {
             project: None,
             environment: Vec::new(),
             output: None,
+            no_header: false,
         }
     }
 

@@ -84,6 +84,21 @@ pub enum Error {
     /// A version check failed, or concurrent writers kept winning.
     #[error("{0}")]
     Conflict(String),
+    /// `--if-env-version N` did not match the environment's current version; nothing was
+    /// written.
+    #[error("{}", describe_env_version(environment, *current, *wanted))]
+    EnvVersionMismatch {
+        /// The environment, as `workspace/project/environment`.
+        environment: String,
+        /// Workspace name (for the hint).
+        workspace: String,
+        /// Project name (for the hint).
+        project: String,
+        /// The environment's version now.
+        current: u64,
+        /// The version the caller expected.
+        wanted: u64,
+    },
     /// The server refused to admit a new principal.
     #[error("cannot join: {message}")]
     JoinRefused {
@@ -238,6 +253,23 @@ fn detail_suffix(detail: &str) -> String {
         String::new()
     } else {
         format!(" ({detail})")
+    }
+}
+
+fn describe_env_version(environment: &str, current: u64, wanted: u64) -> String {
+    if wanted > current {
+        // Nobody wrote first: the version asked for was never reached.
+        format!(
+            "{environment} is at environment version {current}; version {wanted} does not exist \
+             yet, so nothing was written"
+        )
+    } else {
+        let since = current - wanted;
+        let writes = if since == 1 { "write" } else { "writes" };
+        format!(
+            "{environment} is at environment version {current}, not {wanted}: {since} {writes} \
+             happened since; nothing was written"
+        )
     }
 }
 

@@ -40,6 +40,11 @@ pub enum CliError {
         /// What would be deleted, e.g. `workspace 'acme'`.
         what: String,
     },
+    /// A command that deletes or replaces data needs confirmation but cannot ask.
+    NeedsYes {
+        /// What it would do, e.g. `restore environment 'dev' (2 removed, 1 changed)`.
+        action: String,
+    },
     /// The user declined a confirmation.
     Cancelled,
     /// Writing results to stdout failed.
@@ -82,6 +87,55 @@ pub struct Failure {
     pub hint: Option<String>,
     /// Process exit code.
     pub code: u8,
+}
+
+/// The stable name of an exit code, the `code` of a JSON error.
+pub fn code_name(exit_code: u8) -> &'static str {
+    match exit_code {
+        EXIT_OK => "ok",
+        EXIT_USAGE => "usage",
+        EXIT_NOT_FOUND => "not_found",
+        EXIT_PERMISSION => "permission_denied",
+        EXIT_AUTH => "authentication",
+        EXIT_CONFLICT => "conflict",
+        EXIT_UNREACHABLE => "unreachable",
+        // `zopp run`: the command to run is missing (127) or not executable (126).
+        126 | 127 => "command_failed",
+        _ => "error",
+    }
+}
+
+/// An error as `--output json` prints it on stderr: one object on one line (docs/ARCHITECTURE.md
+/// "Exit codes" documents it).
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorJson<'a> {
+    /// Stable name of the exit code: `usage`, `not_found`, `permission_denied`,
+    /// `authentication`, `conflict`, `unreachable`, `command_failed` or `error`.
+    pub code: &'static str,
+    /// The process exit code.
+    pub exit_code: u8,
+    /// What happened (the `error:` line).
+    pub message: &'a str,
+    /// What to do next (the `hint:` line); `null` when there is none.
+    pub hint: Option<&'a str>,
+}
+
+impl Failure {
+    /// This failure as the one-line JSON object `--output json` prints on stderr.
+    pub fn to_json(&self) -> String {
+        let j = ErrorJson {
+            code: code_name(self.code),
+            exit_code: self.code,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        };
+        serde_json::to_string(&j).unwrap_or_else(|_| {
+            format!(
+                "{{\"code\":\"error\",\"exit_code\":{},\"message\":\"\",\"hint\":null}}",
+                self.code
+            )
+        })
+    }
 }
 
 /// Exit code of a gRPC status code.
@@ -137,30 +191,39 @@ pub fn describe(err: &CliError) -> Option<Failure> {
         hint,
         code,
     };
-    let e = match err {
-        CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => return None,
-        CliError::Stdout(e) => {
-            return Some(f(EXIT_ERROR, None, format!("cannot write output: {e}")))
-        }
-        CliError::Usage { message, hint } => {
-            return Some(f(EXIT_USAGE, hint.clone(), message.clone()))
-        }
-        CliError::NeedsConfirmation { what } => {
-            return Some(f(
+    let e =
+        match err {
+            CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => return None,
+            CliError::Stdout(e) => {
+                return Some(f(EXIT_ERROR, None, format!("cannot write output: {e}")))
+            }
+            CliError::Usage { message, hint } => {
+                return Some(f(EXIT_USAGE, hint.clone(), message.clone()))
+            }
+            CliError::NeedsConfirmation { what } => {
+                return Some(f(
+                    EXIT_USAGE,
+                    Some("stdin is not a terminal, so pass --yes to confirm".into()),
+                    format!("refusing to delete {what} without confirmation"),
+                ))
+            }
+            CliError::NeedsYes { action } => return Some(f(
                 EXIT_USAGE,
-                Some("stdin is not a terminal, so pass --yes to confirm".into()),
-                format!("refusing to delete {what} without confirmation"),
-            ))
-        }
-        CliError::Cancelled => return Some(f(EXIT_ERROR, None, "cancelled".into())),
-        CliError::Exit(_) => return None,
-        CliError::Failed {
-            message,
-            hint,
-            code,
-        } => return Some(f(*code, hint.clone(), message.clone())),
-        CliError::Sdk(e) => e,
-    };
+                Some(
+                    "stdin is not a terminal, so pass --yes to confirm (--dry-run shows the plan)"
+                        .into(),
+                ),
+                format!("refusing to {action} without confirmation"),
+            )),
+            CliError::Cancelled => return Some(f(EXIT_ERROR, None, "cancelled".into())),
+            CliError::Exit(_) => return None,
+            CliError::Failed {
+                message,
+                hint,
+                code,
+            } => return Some(f(*code, hint.clone(), message.clone())),
+            CliError::Sdk(e) => e,
+        };
     let message = e.to_string();
     Some(match e {
         Error::InvalidName { .. } => f(
@@ -209,6 +272,15 @@ pub fn describe(err: &CliError) -> Option<Failure> {
         Error::Conflict(_) => f(
             EXIT_CONFLICT,
             Some("read the current version (`zopp secret get NAME`) and try again".into()),
+            message,
+        ),
+        Error::EnvVersionMismatch {
+            workspace, project, ..
+        } => f(
+            EXIT_CONFLICT,
+            Some(format!(
+                "`zopp environment list -w {workspace} -p {project}` shows each environment's current version (VERSION); pass that to --if-env-version"
+            )),
             message,
         ),
         Error::JoinRefused { code, .. } => f(

@@ -147,16 +147,30 @@ fn decode(b: &[u8]) -> Option<FallbackCopy> {
     })
 }
 
-/// Writes `env` as the fallback copy at `path` (0600, atomic replace), stamped now.
+/// Writes `env` as the fallback copy at `path` (0600, atomic replace), stamped now. A missing
+/// directory is created, 0700 (parents included), so that `--fallback ~/.cache/zopp/app.copy`
+/// works on a fresh machine instead of leaving no copy behind.
 ///
 /// # Errors
-/// [`Error::LocalIo`] when the file cannot be written.
+/// [`Error::LocalIo`] when the directory cannot be created or the file cannot be written.
 pub fn write(
     path: &Path,
     identity: &Identity,
     env_ref: &EnvRef,
     env: &ResolvedEnvironment,
 ) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    Error::io("cannot create the directory of the fallback copy", dir, e)
+                })?;
+        }
+    }
     let key = LocalKey::derive(&identity.keys().agreement, FALLBACK_LABEL);
     let plain = encode(env, now_ms());
     let sealed = key.seal(&context(identity, env_ref), &plain, &mut OsRng);

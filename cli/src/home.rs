@@ -376,6 +376,9 @@ fn warn_if_exposed(path: &Path) {
 pub fn new_key_passphrase() -> Result<Option<Zeroizing<String>>> {
     if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
         let p = Zeroizing::new(p.to_string_lossy().into_owned());
+        if !p.is_empty() {
+            check_new_passphrase(&p)?;
+        }
         return Ok((!p.is_empty()).then_some(p));
     }
     if !std::io::stdin().is_terminal() {
@@ -385,11 +388,39 @@ pub fn new_key_passphrase() -> Result<Option<Zeroizing<String>>> {
     if first.is_empty() {
         return Ok(None);
     }
+    check_new_passphrase(&first)?;
     let second = prompt("repeat the passphrase: ")?;
     if !zopp_crypto::ct_eq(first.as_bytes(), second.as_bytes()) {
         return Err(Error::InvalidInput("the passphrases do not match".into()));
     }
     Ok(Some(first))
+}
+
+/// Fewest characters a new passphrase may have.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+/// Fewest distinct characters a new passphrase may have (refuses `aaaaaaaaaaaa`).
+const MIN_DISTINCT_CHARS: usize = 5;
+
+/// Refuses a new passphrase that Argon2 cannot save: fewer than [`MIN_PASSPHRASE_CHARS`]
+/// characters, or fewer than 5 different ones. Passphrases that unlock an existing key are
+/// never checked (they are what they are).
+///
+/// # Errors
+/// [`Error::InvalidInput`] saying what is wrong and what would do.
+pub fn check_new_passphrase(p: &str) -> Result<()> {
+    let chars = p.chars().count();
+    let distinct = p.chars().collect::<std::collections::HashSet<_>>().len();
+    if chars < MIN_PASSPHRASE_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the passphrase is too short ({chars} characters): use at least {MIN_PASSPHRASE_CHARS}, e.g. four random words"
+        )));
+    }
+    if distinct < MIN_DISTINCT_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the passphrase repeats too few characters ({distinct} different): use at least {MIN_DISTINCT_CHARS} different ones, e.g. four random words"
+        )));
+    }
+    Ok(())
 }
 
 /// The passphrase that unlocks the key file at `path`: `ZOPP_PASSPHRASE`, else a prompt when
@@ -453,6 +484,29 @@ mod tests {
 
     fn no_prompt(_: &Path) -> Result<Zeroizing<String>> {
         panic!("a plain key file must not ask for a passphrase")
+    }
+
+    #[test]
+    fn new_passphrases_need_twelve_characters_and_some_variety() {
+        assert!(check_new_passphrase("correct horse battery").is_ok());
+        assert!(
+            check_new_passphrase("ÄÖÜäöüßéèêëî").is_ok(),
+            "characters, not bytes"
+        );
+        let short = check_new_passphrase("abc").expect_err("short");
+        assert_eq!(
+            short.to_string(),
+            "the passphrase is too short (3 characters): use at least 12, e.g. four random words"
+        );
+        assert!(
+            check_new_passphrase("abcdabcdabc").is_err(),
+            "11 characters"
+        );
+        assert!(
+            check_new_passphrase("aaaabbbbaaaa").is_err(),
+            "2 different characters"
+        );
+        assert!(check_new_passphrase("abcdeabcdeab").is_ok());
     }
 
     #[test]

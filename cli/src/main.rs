@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::Cli;
+use crate::args::{Cli, OutputFormat};
 use crate::failure::{describe, CliError, EXIT_ERROR};
 
 /// Set to `1` to print `zopp: rpc-count N` on stderr at exit (tests assert round trips).
@@ -26,12 +26,18 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR);
+            if code != failure::EXIT_OK && json_asked_in_argv() {
+                report_json(&clap_failure(&e, code));
+                return ExitCode::from(code);
+            }
             // Help and version go to stdout with exit 0, usage errors to stderr with exit 2.
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR));
+            return ExitCode::from(code);
         }
     };
-    let code = run(cli);
+    let json = json_asked(cli.global.output);
+    let code = run(cli, json);
     if std::env::var_os(RPC_COUNT_ENV).is_some_and(|v| v == "1") {
         let _ = writeln!(
             std::io::stderr(),
@@ -44,32 +50,91 @@ fn main() -> ExitCode {
 
 /// Runs the command and reports its failure; every key it unlocked is dropped (and wiped) by the
 /// time this returns.
-fn run(cli: Cli) -> u8 {
+fn run(cli: Cli, json: bool) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            report(&CliError::Sdk(zopp_cli::Error::InvalidInput(format!(
-                "cannot start the async runtime: {e}"
-            ))));
+            report(
+                &CliError::Sdk(zopp_cli::Error::InvalidInput(format!(
+                    "cannot start the async runtime: {e}"
+                ))),
+                json,
+            );
             return EXIT_ERROR;
         }
     };
     match runtime.block_on(cmd::dispatch(cli)) {
         Ok(()) => failure::EXIT_OK,
         Err(CliError::Exit(code)) => code,
-        Err(e) => report(&e),
+        Err(e) => report(&e, json),
     }
 }
 
-/// Prints `error:` and `hint:` lines; returns the exit code.
-fn report(err: &CliError) -> u8 {
+/// Whether errors are to be JSON: `--output json`, else `ZOPP_OUTPUT=json` (the precedence
+/// `Context` applies to results).
+fn json_asked(flag: Option<OutputFormat>) -> bool {
+    match flag {
+        Some(f) => f == OutputFormat::Json,
+        None => std::env::var("ZOPP_OUTPUT").is_ok_and(|v| v.eq_ignore_ascii_case("json")),
+    }
+}
+
+/// [`json_asked`] for a command line clap refused: its `--output` is looked for by hand.
+fn json_asked_in_argv() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut flag = None;
+    for (i, a) in args.iter().enumerate() {
+        if a == "--" {
+            break;
+        }
+        if let Some(v) = a.strip_prefix("--output=") {
+            flag = Some(v.to_owned());
+        } else if a == "--output" {
+            flag = args.get(i + 1).cloned();
+        }
+    }
+    match flag {
+        Some(v) => v.eq_ignore_ascii_case("json"),
+        None => json_asked(None),
+    }
+}
+
+/// A clap usage error as a [`failure::Failure`]: its first line is the message, the rest
+/// (usage and tips) the hint.
+fn clap_failure(e: &clap::Error, code: u8) -> failure::Failure {
+    let text = e.render().to_string();
+    let mut lines = text.lines();
+    let message = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let rest: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+    failure::Failure {
+        message,
+        hint: (!rest.is_empty()).then(|| rest.join("; ")),
+        code,
+    }
+}
+
+/// Prints a failure as one JSON object on one line of stderr.
+fn report_json(f: &failure::Failure) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", f.to_json());
+}
+
+/// Prints `error:` and `hint:` lines, or one JSON object with `json`; returns the exit code.
+fn report(err: &CliError, json: bool) -> u8 {
     let Some(f) = describe(err) else {
         // stdout was closed (`zopp secret list | head -1`): nothing left to say.
         return failure::EXIT_OK;
     };
+    if json {
+        report_json(&f);
+        return f.code;
+    }
     let mut stderr = std::io::stderr().lock();
     let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let (red, yellow, reset) = if color {

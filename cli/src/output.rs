@@ -1,7 +1,7 @@
 //! Everything printed on stdout: the documented JSON objects (dedicated structs, never internal
 //! types; tests pin their exact shape) and the human forms. Messages go to stderr.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
@@ -36,6 +36,10 @@ pub struct WhoamiJson<'a> {
     pub principal_name: &'a str,
     /// Server asked.
     pub server: &'a str,
+    /// Which identity acts: `token` (`ZOPP_TOKEN`) or `home` (the key in `ZOPP_HOME`).
+    pub identity: &'static str,
+    /// With `identity: token`, the zopp home whose identity the token overrides; else `null`.
+    pub overridden_home: Option<String>,
 }
 
 /// One workspace.
@@ -109,6 +113,30 @@ pub struct RetentionJson<'a> {
     pub environment: EnvironmentJson<'a>,
     /// Versions the new limit pruned at once.
     pub pruned: u64,
+}
+
+/// `zopp environment set-retention N --dry-run`: what the limit would delete now.
+#[derive(Debug, Serialize)]
+pub struct RetentionPlanJson<'a> {
+    /// The environment's name.
+    pub environment: &'a str,
+    /// The limit asked for.
+    pub keep_versions: u64,
+    /// Versions of live secrets the limit would delete at once.
+    pub would_prune: u64,
+    /// The live secrets that would lose versions, sorted by name.
+    pub secrets: Vec<RetentionSecretJson<'a>>,
+    /// Always true: nothing was changed.
+    pub dry_run: bool,
+}
+
+/// One secret in [`RetentionPlanJson`].
+#[derive(Debug, Serialize)]
+pub struct RetentionSecretJson<'a> {
+    /// The secret's name.
+    pub name: &'a str,
+    /// Versions it would lose.
+    pub would_prune: u64,
 }
 
 /// `zopp environment restore`: what changed (or would, with `dry_run`).
@@ -272,12 +300,17 @@ pub fn rfc3339(ms: i64) -> String {
 pub struct Out {
     /// The chosen format.
     pub format: OutputFormat,
+    /// Whether tables start with their header line (`--no-header` drops it).
+    pub header: bool,
 }
 
 impl Out {
     /// An output in `format`.
     pub fn new(format: OutputFormat) -> Self {
-        Self { format }
+        Self {
+            format,
+            header: true,
+        }
     }
 
     /// Whether JSON was asked for.
@@ -310,10 +343,26 @@ impl Out {
             .map_err(CliError::Stdout)
     }
 
-    /// Prints aligned columns; the header only when a person is looking (stdout is a terminal),
-    /// so piped output stays one record per line.
+    /// Prints aligned columns under a header line; an empty table prints nothing on stdout and
+    /// says "nothing to list" on stderr. Prefer [`Out::table_or`], which names what is missing.
     pub fn table(&self, header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
-        let show_header = io::stdout().is_terminal();
+        self.table_or(header, rows, "nothing to list")
+    }
+
+    /// Prints aligned columns under a header line (piped too, so columns stay named; the
+    /// `--no-header` flag drops it). An empty table prints nothing on stdout and `empty` on
+    /// stderr, so a person sees why there is no output and a script reads zero rows.
+    pub fn table_or(
+        &self,
+        header: &[&str],
+        rows: &[Vec<String>],
+        empty: &str,
+    ) -> Result<(), CliError> {
+        if rows.is_empty() {
+            let _ = writeln!(io::stderr(), "{empty}");
+            return Ok(());
+        }
+        let show_header = self.header;
         let cols = header.len();
         let mut widths: Vec<usize> = if show_header {
             header.iter().map(|h| h.chars().count()).collect()

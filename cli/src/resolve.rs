@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 use zeroize::Zeroizing;
 use zopp_crypto::envelope::SecretKind;
-use zopp_formats::template::{missing_environments, TemplateError};
+use zopp_formats::template::{missing_environments, missing_environments_lenient, TemplateError};
 use zopp_formats::{
-    render_template, resolve_environment, Entry, EnvironmentPath, RemoteEnvironments, SecretValue,
+    render_template, resolve_each, resolve_environment, Entry, EnvironmentPath, RemoteEnvironments,
+    SecretValue,
 };
 
 use crate::client::Client;
@@ -254,6 +255,51 @@ impl Sources {
             env_version: self.env_version,
             secrets,
         })
+    }
+
+    /// Like [`Sources::resolve_all`], but a secret whose references cannot be resolved is left
+    /// out and reported next to the result instead of failing the rest (`zopp run --only`:
+    /// only what is injected has to resolve). Environments are fetched only for references
+    /// that parse.
+    ///
+    /// # Errors
+    /// Transport and server errors of the extra fetches; more than [`MAX_ENVIRONMENTS`].
+    pub async fn resolve_each(
+        mut self,
+        client: &Client,
+    ) -> Result<(ResolvedEnvironment, Vec<(String, Error)>)> {
+        loop {
+            let missing: BTreeSet<EnvironmentPath> =
+                missing_environments_lenient(&self.current, &self.remote)
+                    .into_iter()
+                    .filter(|p| !self.failures.contains_key(p))
+                    .collect();
+            if missing.is_empty() {
+                break;
+            }
+            self.load(client, missing).await?;
+        }
+        let mut secrets = Vec::with_capacity(self.current.len() + self.binary.len());
+        let mut failed = Vec::new();
+        for (name, result) in resolve_each(&self.current, &self.remote) {
+            match result {
+                Ok(value) => {
+                    let value = value.into_zeroizing();
+                    let bytes = Zeroizing::new(value.as_bytes().to_vec());
+                    secrets.push(ResolvedSecret::new(name, bytes));
+                }
+                Err(e) => failed.push((name, reference_error(e, &self.failures))),
+            }
+        }
+        secrets.append(&mut self.binary);
+        secrets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((
+            ResolvedEnvironment {
+                env_version: self.env_version,
+                secrets,
+            },
+            failed,
+        ))
     }
 
     /// Renders `template` (for `zopp inject`), fetching only the environments the references

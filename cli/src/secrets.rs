@@ -417,6 +417,15 @@ impl Client {
         Ok((self.derive(env, &keys)?, keys, true))
     }
 
+    /// The digest the server knows `name` by in `env` (from the cached key chain when there is
+    /// one, so usually without a round trip).
+    ///
+    /// # Errors
+    /// Fetching or verifying the environment's key chain failed.
+    pub async fn name_digest(&self, env: &EnvRef, name: &str) -> Result<NameDigest> {
+        Ok(self.chain_for(env).await?.0.digest(name))
+    }
+
     /// Adopts the key chain a response carried: caches it and derives from it.
     fn adopt(&self, env: &EnvRef, keys: Option<&pb::EnvironmentKeys>) -> Result<EnvironmentChain> {
         let keys =
@@ -702,6 +711,17 @@ impl Client {
         version: Option<u64>,
     ) -> Result<SecretRecord> {
         check_name(NameKind::Secret, name)?;
+        self.get_stored(env, name, version).await
+    }
+
+    /// [`Client::get_secret`] of a stored name the caller has already checked (kubeconfigs and
+    /// apps are stored under names no secret can have, see `platform.rs`).
+    pub(crate) async fn get_stored(
+        &self,
+        env: &EnvRef,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<SecretRecord> {
         let not_found = || {
             Error::NotFound(match version {
                 Some(version) => Missing::Version {
@@ -901,6 +921,17 @@ impl Client {
             value.to_vec(),
             Vec::new(),
         );
+        self.set_payload(env, name, &payload, if_version).await
+    }
+
+    /// [`Client::set_secret`] of any payload under a stored name the caller has checked.
+    pub(crate) async fn set_payload(
+        &self,
+        env: &EnvRef,
+        name: &str,
+        payload: &SecretPayload,
+        if_version: Option<u64>,
+    ) -> Result<WriteOutcome> {
         for attempt in 0..WRITE_ATTEMPTS {
             let head = self.head(env, name).await?;
             if let Some(expected) = if_version {
@@ -912,7 +943,7 @@ impl Client {
                     )));
                 }
             }
-            match self.append(env, name, &head, Some(&payload)).await? {
+            match self.append(env, name, &head, Some(payload)).await? {
                 Some(done) => return Ok(done),
                 None if if_version.is_some() => {
                     return Err(Error::Conflict(format!(
@@ -933,6 +964,11 @@ impl Client {
     /// errors.
     pub async fn delete_secret(&self, env: &EnvRef, name: &str) -> Result<WriteOutcome> {
         check_name(NameKind::Secret, name)?;
+        self.delete_stored(env, name).await
+    }
+
+    /// [`Client::delete_secret`] of a stored name the caller has checked.
+    pub(crate) async fn delete_stored(&self, env: &EnvRef, name: &str) -> Result<WriteOutcome> {
         for attempt in 0..WRITE_ATTEMPTS {
             let head = self.head(env, name).await?;
             if !head.is_live() {
@@ -955,7 +991,6 @@ impl Client {
         env: &EnvRef,
         name: &str,
     ) -> Result<(Head, Vec<SecretRecord>)> {
-        check_name(NameKind::Secret, name)?;
         let env_proto = env.to_proto();
         let lookup = self
             .by_name(env, name, None, |digest| {
@@ -1050,6 +1085,7 @@ impl Client {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Verification`]; transport and server errors.
     pub async fn secret_history(&self, env: &EnvRef, name: &str) -> Result<Vec<SecretRecord>> {
+        check_name(NameKind::Secret, name)?;
         Ok(self.verified_history(env, name).await?.1)
     }
 
@@ -1061,6 +1097,26 @@ impl Client {
     /// [`Error::NotFound`] for an unknown version; [`Error::InvalidInput`] when that version is
     /// a deletion; transport and server errors.
     pub async fn rollback_secret(&self, env: &EnvRef, name: &str, to: u64) -> Result<WriteOutcome> {
+        check_name(NameKind::Secret, name)?;
+        self.rollback_stored(env, name, to).await
+    }
+
+    /// Every version of a stored name the caller has checked, oldest first.
+    pub(crate) async fn history_stored(
+        &self,
+        env: &EnvRef,
+        name: &str,
+    ) -> Result<Vec<SecretRecord>> {
+        Ok(self.verified_history(env, name).await?.1)
+    }
+
+    /// [`Client::rollback_secret`] of a stored name the caller has checked.
+    pub(crate) async fn rollback_stored(
+        &self,
+        env: &EnvRef,
+        name: &str,
+        to: u64,
+    ) -> Result<WriteOutcome> {
         for attempt in 0..WRITE_ATTEMPTS {
             let (head, history) = self.verified_history(env, name).await?;
             let target = history.iter().find(|r| r.version == to).ok_or_else(|| {

@@ -362,7 +362,7 @@ impl<'a> Verifier<'a> {
         let signing = VerifyingKey::try_from_slice(&p.signing_key).map_err(|_| bad())?;
         let agreement = AgreementPublic::try_from_slice(&p.agreement_key)
             .ok()
-            .filter(|k| !k.is_low_order())
+            .filter(|k| k.is_canonical() && !k.is_low_order())
             .ok_or_else(bad)?;
         Ok((signing, agreement))
     }

@@ -91,7 +91,7 @@ impl OneTimeCode {
     /// [`CryptoError::Malformed`] for anything but `prefix` and 64 strict base64url characters.
     pub fn try_parse(prefix: &str, text: &str) -> Result<Self> {
         let body = text
-            .trim()
+            .trim_matches(crate::token::is_format_whitespace)
             .strip_prefix(prefix)
             .ok_or(CryptoError::Malformed("one-time code"))?;
         let raw = Zeroizing::new(

@@ -160,7 +160,8 @@ pub fn is_sealed(encoded: &[u8]) -> bool {
 ///
 /// # Errors
 /// [`CryptoError::DecryptionFailed`] for a wrong passphrase or tampered file; format errors for
-/// bad framing; [`CryptoError::KdfParams`] for out-of-bounds stored parameters.
+/// bad framing; [`CryptoError::KdfParams`] for out-of-bounds stored parameters. Checks run in
+/// the order FORMAT.md §9 gives.
 pub fn decode(encoded: &[u8], passphrase: Option<&[u8]>) -> Result<PrincipalKeys> {
     if encoded.len() < 2 {
         return Err(CryptoError::Malformed("key file"));
@@ -183,6 +184,9 @@ pub fn decode(encoded: &[u8], passphrase: Option<&[u8]>) -> Result<PrincipalKeys
             };
             let salt: [u8; 16] = encoded[14..30].try_into().expect("16 bytes");
             let nonce = &encoded[30..HDR];
+            // The stored parameters are checked before the passphrase is asked for: a file with
+            // out-of-bounds parameters is refused as such whether or not one is given.
+            params.check()?;
             let pass = passphrase.ok_or(CryptoError::DecryptionFailed)?;
             let kek = derive_passphrase_key(pass, &salt, params)?;
             let pt = Zeroizing::new(
@@ -360,6 +364,15 @@ mod tests {
         b.extend_from_slice(&[0; 64]);
         assert_eq!(decode(&b, None).err(), Some(want));
         assert!(!is_sealed(&b));
+    }
+
+    #[test]
+    fn bounds_are_checked_before_the_passphrase() {
+        let mut f = sealed();
+        f[6..10].copy_from_slice(&33u32.to_be_bytes());
+        assert_eq!(decode(&f, None).err(), Some(CryptoError::KdfParams));
+        f[6..10].copy_from_slice(&32u32.to_be_bytes());
+        assert_eq!(decode(&f, None).err(), Some(CryptoError::DecryptionFailed));
     }
 
     #[test]

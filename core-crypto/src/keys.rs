@@ -52,9 +52,13 @@ impl fmt::Debug for SigningKey {
 pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
 
 impl VerifyingKey {
-    /// Parses a 32-byte public key; refuses invalid points and weak (small-order) keys.
+    /// Parses a 32-byte public key; refuses non-canonical encodings (y ≥ p), invalid points and
+    /// weak (small-order) keys (FORMAT.md §1).
     pub fn try_from_slice(b: &[u8]) -> Result<Self> {
         let arr: [u8; 32] = b.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
+        if !is_canonical_field_element(&arr) {
+            return Err(CryptoError::InvalidPublicKey);
+        }
         let k = ed25519_dalek::VerifyingKey::from_bytes(&arr)
             .map_err(|_| CryptoError::InvalidPublicKey)?;
         if k.is_weak() {
@@ -68,6 +72,10 @@ impl VerifyingKey {
     }
     /// Verifies `sig` over `msg` (strict: no malleable or small-order encodings).
     ///
+    /// With the `fast-strict-verify` feature (on by default) this is the hand-written check
+    /// below; without it, `ed25519_dalek`'s `verify_strict`, which accepts exactly the same
+    /// signatures (a property test and the vectors hold the two together).
+    ///
     /// Accepts exactly what `ed25519_dalek`'s `verify_strict` accepts (a property test holds the
     /// two together): `s` canonical, `R` neither undecodable nor of small order, the key not of
     /// small order (refused when it was parsed), and `[s]B - [k]A` compressing to the bytes of
@@ -75,6 +83,7 @@ impl VerifyingKey {
     /// (~6% of a server's instructions per signed read); here `R` is only compared in its
     /// compressed form: the comparison can only succeed for a canonical encoding of a curve
     /// point, and the canonical encodings of the eight small-order points are refused by value.
+    #[cfg(feature = "fast-strict-verify")]
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
         use curve25519_dalek::edwards::EdwardsPoint;
 
@@ -90,6 +99,19 @@ impl VerifyingKey {
         } else {
             Err(CryptoError::BadSignature)
         }
+    }
+    /// Verifies `sig` over `msg` with `ed25519_dalek`'s `verify_strict` (the fallback when the
+    /// `fast-strict-verify` feature is off; see the feature's version for what is accepted).
+    #[cfg(not(feature = "fast-strict-verify"))]
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
+        // The same length and canonical-`s` checks as the hand-written version, so both refuse
+        // the same inputs for the same reason.
+        split_signature(sig)?;
+        let sig =
+            ed25519_dalek::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
+        self.0
+            .verify_strict(msg, &sig)
+            .map_err(|_| CryptoError::BadSignature)
     }
     /// A short fingerprint for out-of-band comparison: first 10 bytes of
     /// SHA-256("zopp/v1/fingerprint" ‖ key), as five groups of four hex digits.
@@ -128,7 +150,16 @@ fn challenge(r: &[u8], a: &[u8; 32], msg: &[u8]) -> curve25519_dalek::scalar::Sc
     curve25519_dalek::scalar::Scalar::from_bytes_mod_order_wide(&h.finalize().into())
 }
 
+/// Whether 32 little-endian bytes, bit 255 ignored, encode an integer below p = 2²⁵⁵ − 19: the
+/// canonical encoding of a field element (RFC 8032 §5.1.3 refuses y ≥ p, RFC 7748 publishes
+/// u < p).
+fn is_canonical_field_element(b: &[u8; 32]) -> bool {
+    // Only 2²⁵⁵ − 19 ..= 2²⁵⁵ − 1 are non-canonical: bits 8..255 all set and the low byte ≥ 0xed.
+    !(b[31] & 0x7f == 0x7f && b[1..31].iter().all(|&x| x == 0xff) && b[0] >= 0xed)
+}
+
 /// The canonical encodings of the eight points of small order (the 8-torsion subgroup).
+#[cfg(feature = "fast-strict-verify")]
 fn small_order_encodings() -> &'static [[u8; 32]; 8] {
     static ENCODINGS: std::sync::OnceLock<[[u8; 32]; 8]> = std::sync::OnceLock::new();
     ENCODINGS
@@ -296,6 +327,12 @@ impl AgreementPublic {
     /// The 32 raw bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0
+    }
+    /// Whether these are the bytes RFC 7748 publishes: bit 255 clear and u < p. A published key
+    /// must be canonical (FORMAT.md §3.2): the wrap's KEK binds the recipient key as published,
+    /// the recipient binds the canonical encoding it computes, and the two must be equal.
+    pub fn is_canonical(&self) -> bool {
+        self.0[31] & 0x80 == 0 && is_canonical_field_element(&self.0)
     }
     /// Whether this is a low-order point (or an encoding of one), with which every key
     /// agreement yields the all-zero secret. Wrapping to such a key is refused anyway; this lets
@@ -469,6 +506,12 @@ mod tests {
     #[case::order_8("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")]
     // y = 2 is not the y-coordinate of any curve point.
     #[case::not_on_curve("0200000000000000000000000000000000000000000000000000000000000000")]
+    // y = p + 1 and y = p: non-canonical encodings (of the identity and of y = 0), refused as
+    // encodings before anything is decoded (RFC 8032 §5.1.3).
+    #[case::y_p_plus_1("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
+    #[case::y_p("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
+    // The identity with the sign bit set (x = 0 has no negative).
+    #[case::identity_sign_bit("0100000000000000000000000000000000000000000000000000000000000080")]
     fn verifying_key_refuses_invalid_and_weak_keys(#[case] h: &str) {
         assert_eq!(
             VerifyingKey::try_from_slice(&hex::decode(h).expect("hex")).err(),
@@ -665,6 +708,57 @@ mod tests {
             let k = AgreementPublic::try_from_slice(&b32(p)).expect("32 bytes");
             assert!(!k.is_low_order(), "{p}");
         }
+    }
+
+    #[test]
+    fn non_canonical_y_of_a_real_point_is_refused() {
+        // The first y below 19 that is on the curve and not of small order, written as y + p.
+        let y = (2u8..19)
+            .find(|&y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                curve25519_dalek::edwards::CompressedEdwardsY(b)
+                    .decompress()
+                    .is_some_and(|p| !p.is_small_order())
+            })
+            .expect("some small y is on the curve");
+        let mut canonical = [0u8; 32];
+        canonical[0] = y;
+        VerifyingKey::try_from_slice(&canonical).expect("the canonical encoding decodes");
+        let mut b = [0xffu8; 32];
+        b[0] = 0xed + y;
+        b[31] = 0x7f;
+        assert_eq!(
+            VerifyingKey::try_from_slice(&b).err(),
+            Some(CryptoError::InvalidPublicKey)
+        );
+    }
+
+    #[rstest]
+    #[case::alice(ALICE_PUBLIC, true)]
+    #[case::zero(
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        true
+    )]
+    #[case::p_minus_1(
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        true
+    )]
+    #[case::p(
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        false
+    )]
+    #[case::p_plus_9(
+        "f6ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        false
+    )]
+    #[case::high_bit(
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4eea",
+        false
+    )]
+    fn agreement_public_canonical_encodings(#[case] h: &str, #[case] canonical: bool) {
+        let k = AgreementPublic::try_from_slice(&b32(h)).expect("32 bytes");
+        assert_eq!(k.is_canonical(), canonical, "{h}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod ids;
 pub mod keyfile;
 pub mod keys;
 pub mod local;
+pub mod locator;
 pub mod sign;
+pub mod statement;
 pub mod token;
 pub mod wrap;
 

@@ -59,6 +59,12 @@ pub fn combine(a: &KeyShare, b: &KeyShare) -> AgreementSecret {
     AgreementSecret::from_bytes(*s)
 }
 
+/// The whitespace FORMAT.md §1 lets surround a token: space, tab, line feed, carriage return.
+/// Nothing else (no other Unicode space) is trimmed, so every implementation trims alike.
+pub fn is_format_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
 /// Version byte of the token layout: 0x02 binds what the token was minted for.
 pub const TOKEN_V2: u8 = 0x02;
 /// The first token layout (no binding), refused since 0x02: the holder must mint a new token.
@@ -171,7 +177,6 @@ impl TokenBinding {
             project,
             environments,
         })
-    }
 }
 
 /// A decoded principal token. Secret: never printed.
@@ -195,7 +200,7 @@ impl fmt::Debug for PrincipalToken {
 /// The version byte of a token's text, when it decodes at all: lets a caller tell an outdated
 /// token (mint a new one) from a damaged one.
 pub fn token_version(s: &str) -> Option<u8> {
-    let body = s.trim().strip_prefix(TOKEN_PREFIX)?;
+    let body = s.trim_matches(is_format_whitespace).strip_prefix(TOKEN_PREFIX)?;
     let raw = Zeroizing::new(
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
@@ -228,7 +233,7 @@ impl PrincipalToken {
     /// else that is not a well-formed token.
     pub fn try_parse(s: &str) -> Result<Self> {
         let body = s
-            .trim()
+            .trim_matches(is_format_whitespace)
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(CryptoError::Malformed("principal token"))?;
         let raw = Zeroizing::new(
@@ -349,6 +354,7 @@ mod tests {
         assert_eq!(t.binding, ws_only.binding);
         // Surrounding whitespace (a trailing newline from a file) is tolerated.
         assert!(PrincipalToken::try_parse(&format!("  {}\n", s.as_str())).is_ok());
+        assert!(PrincipalToken::try_parse(&format!("\t{}\r\n", s.as_str())).is_ok());
     }
 
     #[rstest]
@@ -384,6 +390,11 @@ mod tests {
     #[case::extra_char("A")]
     #[case::extra_bytes("AAAA")]
     #[case::inner_space(" x")]
+    // Only space, tab, LF and CR are trimmed (FORMAT.md §1): other spaces stay and fail.
+    #[case::no_break_space("\u{a0}")]
+    #[case::vertical_tab("\u{b}")]
+    #[case::form_feed("\u{c}")]
+    #[case::ideographic_space("\u{3000}")]
     fn non_canonical_forms_are_malformed(#[case] suffix: &str) {
         let s = format!("{}{suffix}", token().encode().as_str());
         assert_eq!(

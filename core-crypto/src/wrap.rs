@@ -109,7 +109,8 @@ fn recipient_kek(
 /// Wraps `key` to `recipient_key` of principal `recipient` (FORMAT.md §3.2).
 ///
 /// # Errors
-/// [`CryptoError::InvalidPublicKey`] if the recipient key is a low-order point.
+/// [`CryptoError::InvalidPublicKey`] if the recipient key is not canonical (bit 255 set, or
+/// u ≥ p: the recipient could never open the wrap) or is a low-order point.
 pub fn wrap_to_recipient(
     key: &ScopeKey,
     ctx: &KeyContext,
@@ -117,6 +118,9 @@ pub fn wrap_to_recipient(
     recipient_key: &AgreementPublic,
     rng: &mut impl CryptoRngCore,
 ) -> Result<WrappedKey> {
+    if !recipient_key.is_canonical() {
+        return Err(CryptoError::InvalidPublicKey);
+    }
     let eph = AgreementSecret::generate(rng);
     let eph_pub = eph.public_key();
     let shared = eph.agree(recipient_key)?;

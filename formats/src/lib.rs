@@ -26,6 +26,6 @@ pub use import::{detect, parse, ImportError, ImportFormat, ImportOptions};
 pub use mask::Masker;
 pub use secret::{Entry, SecretValue};
 pub use template::{
-    render_template, resolve_environment, EnvironmentPath, Reference, RemoteEnvironments,
-    TemplateError,
+    render_template, resolve_each, resolve_environment, EnvironmentPath, Reference,
+    RemoteEnvironments, TemplateError,
 };

@@ -655,6 +655,35 @@ pub fn resolve_environment(
     Ok(out)
 }
 
+/// Resolves every value of the current environment like [`resolve_environment`], but one
+/// value's problem does not stop the others: each entry comes back with its own result, in
+/// `values`' order. `zopp run --only K` uses it so that a dangling reference in a secret it
+/// does not inject cannot fail the run.
+pub fn resolve_each(
+    values: &[Entry],
+    remote: &RemoteEnvironments,
+) -> Vec<(String, Result<SecretValue, TemplateError>)> {
+    let mut resolver = Resolver::new(values, remote);
+    values
+        .iter()
+        .map(|entry| {
+            let node = Node {
+                environment: None,
+                key: entry.name.as_str(),
+            };
+            let result = resolver.resolve(node, &[]).cloned();
+            if result.is_err() {
+                // A failed run leaves its unfinished frames marked in progress; finished values
+                // stay valid for the entries that follow.
+                resolver
+                    .states
+                    .retain(|_, state| matches!(state, State::Done(_)));
+            }
+            (entry.name.clone(), result)
+        })
+        .collect()
+}
+
 /// Renders `text` (for `zopp inject`, `preview`, `apply`): each `${KEY}` becomes the resolved
 /// value of `KEY` in `values`, each `${zopp://p/e/KEY}` the resolved value from `remote`, and
 /// each `$${` a literal `${`. Only the secrets the template uses are resolved.
@@ -697,6 +726,23 @@ pub fn missing_environments(
     values: &[Entry],
     remote: &RemoteEnvironments,
 ) -> Result<BTreeSet<EnvironmentPath>, TemplateError> {
+    missing_from(values, remote, true)
+}
+
+/// [`missing_environments`] for [`resolve_each`]: a malformed value is skipped (its own
+/// resolution reports it) instead of failing the whole search.
+pub fn missing_environments_lenient(
+    values: &[Entry],
+    remote: &RemoteEnvironments,
+) -> BTreeSet<EnvironmentPath> {
+    missing_from(values, remote, false).unwrap_or_default()
+}
+
+fn missing_from(
+    values: &[Entry],
+    remote: &RemoteEnvironments,
+    strict: bool,
+) -> Result<BTreeSet<EnvironmentPath>, TemplateError> {
     let resolver = Resolver::new(values, remote);
     let mut missing = BTreeSet::new();
     let mut seen: HashSet<Node<'_>> = HashSet::new();
@@ -714,7 +760,11 @@ pub fn missing_environments(
         let Some(raw) = resolver.raw(node) else {
             continue;
         };
-        let parsed = pieces(raw.expose_secret()).map_err(|s| s.at(&node.name()))?;
+        let parsed = match pieces(raw.expose_secret()) {
+            Ok(parsed) => parsed,
+            Err(s) if strict => return Err(s.at(&node.name())),
+            Err(_) => continue,
+        };
         for piece in &parsed {
             if let &Piece::Ref(reference) = piece {
                 match resolver.target(node.environment, reference) {
@@ -739,6 +789,39 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<Entry> {
         pairs.iter().map(|(k, v)| Entry::new(*k, *v)).collect()
+    }
+
+    #[test]
+    fn resolve_each_keeps_one_dangling_reference_to_its_own_entry() {
+        let values = env(&[
+            ("BROKEN", "${NOPE}"),
+            ("HOST", "db"),
+            ("URL", "pg://${HOST}"),
+            ("VIA", "${BROKEN}/x"),
+            ("BAD", "${unterminated"),
+            ("LOOP_A", "${LOOP_B}"),
+            ("LOOP_B", "${LOOP_A}"),
+            ("AFTER", "${URL}/${HOST}"),
+        ]);
+        let remote = RemoteEnvironments::new();
+        assert!(missing_environments(&values, &remote).is_err());
+        assert!(missing_environments_lenient(&values, &remote).is_empty());
+        let out = resolve_each(&values, &remote);
+        let ok: Vec<(&str, &str)> = out
+            .iter()
+            .filter_map(|(k, r)| r.as_ref().ok().map(|v| (k.as_str(), v.expose_secret())))
+            .collect();
+        assert_eq!(
+            ok,
+            [("HOST", "db"), ("URL", "pg://db"), ("AFTER", "pg://db/db")]
+        );
+        let failed: Vec<&str> = out
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(failed, ["BROKEN", "VIA", "BAD", "LOOP_A", "LOOP_B"]);
+        assert!(matches!(&out[0].1, Err(TemplateError::Unresolved { .. })));
     }
 
     fn remote() -> RemoteEnvironments {

@@ -83,6 +83,17 @@ pub mod action {
     pub const KEYS_ROTATE: &str = "keys.rotate";
     /// A service principal fetched its server key share (each use of its token).
     pub const KEY_SHARE_READ: &str = "principal.key_share";
+    /// An app's lease taken (target: `app/<digest>`).
+    pub const APP_LEASE: &str = "app.lease";
+    /// An app's live lease taken from its holder by an admin (`--break-lock`).
+    pub const APP_LEASE_BREAK: &str = "app.lease_break";
+    /// An app's lease released with nothing applied.
+    pub const APP_LEASE_RELEASE: &str = "app.lease_release";
+    /// An apply recorded: app version, kubeconfig version, rendering SHA-256, exit code and
+    /// each secret version used, by digest.
+    pub const APP_APPLY: &str = "app.apply";
+    /// An app's status read (recorded only when refused).
+    pub const APP_STATUS: &str = "app.status";
 }
 
 /// The chain an event in `scope` belongs to.

@@ -78,7 +78,7 @@ impl InviteToken {
     /// [`InviteParseError`] for anything that is not a well-formed token.
     pub fn try_parse(text: &str) -> Result<Self, InviteParseError> {
         let body = text
-            .trim()
+            .trim_matches(zopp_crypto::token::is_format_whitespace)
             .strip_prefix(INVITE_PREFIX)
             .ok_or(InviteParseError)?;
         let raw = Zeroizing::new(

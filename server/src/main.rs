@@ -113,6 +113,10 @@ enum InviteCommand {
         #[arg(long, default_value_t = invite::DEFAULT_EXPIRES_HOURS,
               value_parser = clap::value_parser!(u32).range(1..=i64::from(invite::MAX_EXPIRES_HOURS)))]
         expires_hours: u32,
+        /// The URL clients reach this server at; put into the token, so that `zopp join TOKEN
+        /// EMAIL` needs no --server
+        #[arg(long, value_name = "URL", env = "ZOPP_PUBLIC_URL")]
+        url: Option<String>,
         /// Output format
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
@@ -199,9 +203,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command:
                 InviteCommand::Create {
                     expires_hours,
+                    url,
                     output,
                 },
         } => {
+            if let Some(u) = &url {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.len() > zopp_crypto::locator::MAX_URL_LEN
+                    || u.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    anyhow::bail!(
+                        "--url '{}' is not a server URL: pass http://HOST:PORT or https://HOST:PORT",
+                        u.escape_debug()
+                    );
+                }
+            }
             let storage = open_storage(&db).await?;
             let created = invite::create_server_invite(
                 storage.as_ref(),
@@ -212,16 +228,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .context("cannot create the invite")?;
             let expires = rfc3339(created.expires_at_ms)?;
+            // The token with the server's address attached (threat-model/FORMAT.md: code
+            // locators), when the operator said where clients reach it.
+            let token = zeroize::Zeroizing::new(match &url {
+                Some(u) => zopp_crypto::locator::Locator {
+                    server: u.clone(),
+                    ca_fingerprint: None,
+                }
+                .attach(created.token.as_str()),
+                None => created.token.as_str().to_owned(),
+            });
             let mut out = std::io::stdout().lock();
             match output {
                 Output::Human => {
-                    writeln!(out, "{}", created.token.as_str())?;
-                    eprintln!("single-use invite, expires {expires}");
+                    writeln!(out, "{}", token.as_str())?;
+                    match &url {
+                        Some(u) => eprintln!(
+                            "single-use invite for {u}, expires {expires}: `zopp join TOKEN EMAIL` needs no --server"
+                        ),
+                        None => eprintln!(
+                            "single-use invite, expires {expires} (pass --url https://HOST:PORT to put the server's address into the token)"
+                        ),
+                    }
                 }
                 Output::Json => {
                     let v = serde_json::json!({
-                        "token": created.token.as_str(),
+                        "token": token.as_str(),
                         "expires_at": expires,
+                        "server": url,
                     });
                     writeln!(out, "{v}")?;
                 }

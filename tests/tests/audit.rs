@@ -238,10 +238,10 @@ fn list_filters_by_time_action_and_principal(backend: Backend) {
         .assert_exit_code(2)
         .assert_stderr_contains("neither a principal id nor an email");
 
-    // Human output: one line per entry, the actor by email.
+    // Human output: a header, then one line per entry, the actor by email.
     let human = alice.zopp(&["audit", "list", "-w", "acme"]);
     let text = human.assert_success().stdout();
-    assert_eq!(text.lines().count(), all.len());
+    assert_eq!(text.lines().count(), all.len() + 1);
     assert!(text.contains("secret.write") && text.contains("alice@example.com"));
 
     // Without a workspace: the server chain (the invite and alice's join).

@@ -227,7 +227,7 @@ struct Restore {
 }
 
 fn restore(user: &TestUser, extra: &[&str]) -> Restore {
-    let mut args = with_env(&["environment", "restore", "--output", "json"]);
+    let mut args = with_env(&["environment", "restore", "--yes", "--output", "json"]);
     args.extend_from_slice(extra);
     let out = user.zopp(&args);
     out.assert_success();
@@ -498,6 +498,7 @@ fn retention_prunes_old_versions_and_refuses_pruned_reads(backend: Backend) {
         "environment",
         "set-retention",
         "2",
+        "--yes",
         "--output",
         "json",
     ]));

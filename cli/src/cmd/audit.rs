@@ -7,7 +7,7 @@
 //! `list --output json` prints [`AuditRowJson`]s, `export` prints [`AuditExportRow`]s (the same
 //! fields plus everything needed to re-verify the chain offline).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -26,7 +26,8 @@ use crate::output::{rfc3339, Out};
 /// `zopp audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// List audit entries, oldest first (admin of the workspace; without -w, the server's)
+    /// List audit entries, newest first, names resolved where you can decrypt them (admin of
+    /// the workspace; without -w or ZOPP_WORKSPACE, the server's chain)
     List(AuditListArgs),
     /// Write audit entries as JSON Lines or CSV, with every field needed to re-verify them
     Export(AuditExportArgs),
@@ -59,6 +60,10 @@ pub struct AuditListArgs {
     /// Filters.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Show only the newest N matching entries; 0 shows all [default: a screenful on a
+    /// terminal, all when piped or with --output json]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 /// `zopp audit export`.
@@ -359,11 +364,27 @@ fn now_ms() -> i64 {
 
 /// Runs an audit command.
 pub async fn run(ctx: &Context, out: &Out, cmd: &AuditCommand) -> Result<(), CliError> {
-    let chain = AuditChain::try_new(ctx.workspace_if_given()?)?;
+    // A zopp.toml names the workspace a repository works in; it does not pick which audit
+    // chain to read: without -w or ZOPP_WORKSPACE, `zopp audit` reads the server's.
+    let workspace = ctx.workspace_explicit()?;
+    if workspace.is_none() && !out.is_json() {
+        if let Ok(Some(from_file)) = ctx.workspace_if_given() {
+            out.note(&format!(
+                "the server's audit chain (zopp.toml's workspace does not apply to `zopp audit`; pass -w {from_file} for that workspace's)"
+            ));
+        }
+    }
+    let chain = AuditChain::try_new(workspace)?;
     match cmd {
         AuditCommand::List(a) => {
             let filter = filter(&a.filter, now_ms())?;
-            list(ctx, out, &chain, &filter).await
+            let limit = match a.limit {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None if !out.is_json() && io::stdout().is_terminal() => Some(screenful()),
+                None => None,
+            };
+            list(ctx, out, &chain, &filter, limit).await
         }
         AuditCommand::Export(a) => {
             let filter = filter(&a.filter, now_ms())?;
@@ -376,17 +397,63 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &AuditCommand) -> Result<(), Cli
     }
 }
 
+/// Rows that fit on the terminal with the header and a note, or 20 when its size is unknown.
+fn screenful() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we own.
+    let rc = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 && ws.ws_row > 4 {
+        usize::from(ws.ws_row) - 3
+    } else {
+        20
+    }
+}
+
 async fn list(
     ctx: &Context,
     out: &Out,
     chain: &AuditChain,
     filter: &AuditFilter,
+    limit: Option<usize>,
 ) -> Result<(), CliError> {
     let client = ctx.client().await?;
     if out.is_json() {
-        // Streamed page by page: a long trail never has to fit in memory.
+        // Chain order (oldest first), as export writes it. Without --limit it is streamed page
+        // by page, so a long trail never has to fit in memory; with one, only the newest N
+        // rows are kept.
         let stdout = io::stdout();
         let mut w = BufWriter::new(stdout.lock());
+        if let Some(n) = limit {
+            let mut kept: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+            client
+                .for_each_audit_entry(chain, filter, |item| {
+                    if kept.len() == n {
+                        kept.pop_front();
+                    }
+                    kept.push_back(
+                        serde_json::to_vec(&row(&item)).map_err(|e| CliError::Stdout(e.into()))?,
+                    );
+                    Ok::<(), CliError>(())
+                })
+                .await?;
+            let mut text = b"[".to_vec();
+            for (i, r) in kept.iter().enumerate() {
+                if i > 0 {
+                    text.push(b',');
+                }
+                text.extend_from_slice(r);
+            }
+            text.extend_from_slice(b"]\n");
+            return w
+                .write_all(&text)
+                .and_then(|()| w.flush())
+                .map_err(CliError::Stdout);
+        }
         // The opening bracket waits for the first entry: a refused listing prints nothing.
         let mut first = true;
         client
@@ -403,33 +470,148 @@ async fn list(
             .and_then(|()| w.flush())
             .map_err(CliError::Stdout);
     }
-    let mut rows: Vec<Vec<String>> = Vec::new();
+    // Names first, so that a refused listing fails before the extra reads.
+    let mut raw: std::collections::VecDeque<Raw> = std::collections::VecDeque::new();
+    let mut total = 0usize;
+    let mut emails: Vec<(String, String)> = Vec::new();
     client
         .for_each_audit_entry(chain, filter, |item| {
             let e = item.entry;
-            let actor = match (item.actor_email, e.actor_principal_id.as_str()) {
-                (Some(email), _) => email.to_owned(),
-                (None, "") => "(server)".to_owned(),
-                (None, id) => id.to_owned(),
-            };
-            rows.push(vec![
-                e.seq.to_string(),
-                rfc3339(e.time_ms),
-                actor,
-                e.action.clone(),
-                e.scope.clone(),
-                e.target.clone(),
-                e.result.clone(),
-            ]);
+            if let Some(email) = item.actor_email {
+                emails.push((e.actor_principal_id.clone(), email.to_owned()));
+            }
+            if limit.is_some_and(|n| raw.len() == n) {
+                raw.pop_front();
+            }
+            raw.push_back(Raw {
+                seq: e.seq,
+                time_ms: e.time_ms,
+                actor: e.actor_principal_id.clone(),
+                action: e.action.clone(),
+                scope: e.scope.clone(),
+                target: e.target.clone(),
+                result: e.result.clone(),
+            });
+            total += 1;
             Ok::<(), CliError>(())
         })
         .await?;
-    out.table(
+    let mut book = match chain {
+        AuditChain::Workspace(w) if !raw.is_empty() => client.name_book(w).await,
+        _ => zopp_cli::names::NameBook::default(),
+    };
+    for (id, email) in &emails {
+        book.add_principal(id, email);
+    }
+    // Newest first: what a person looking at the log wants to see.
+    let rows: Vec<Vec<String>> = raw
+        .iter()
+        .rev()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                short_time(r.time_ms),
+                match r.actor.as_str() {
+                    "" => "(server)".to_owned(),
+                    id => book
+                        .principal(id)
+                        .map_or_else(|| short_id(id), str::to_owned),
+                },
+                r.action.clone(),
+                scope_label(&book, &r.scope),
+                target_label(&book, &r.target),
+                r.result.clone(),
+            ]
+        })
+        .collect();
+    out.table_or(
         &[
             "SEQ", "TIME", "ACTOR", "ACTION", "SCOPE", "TARGET", "RESULT",
         ],
         &rows,
-    )
+        "no audit entries match",
+    )?;
+    if rows.len() < total {
+        out.note(&format!(
+            "the newest {} of {total} entries; --limit N shows more, --limit 0 all",
+            rows.len()
+        ));
+    }
+    Ok(())
+}
+
+/// What the human listing keeps of an entry until the names are known.
+struct Raw {
+    seq: u64,
+    time_ms: i64,
+    actor: String,
+    action: String,
+    scope: String,
+    target: String,
+    result: String,
+}
+
+/// RFC 3339 to the second: the milliseconds only widen the column (JSON keeps them).
+fn short_time(ms: i64) -> String {
+    let full = rfc3339(ms);
+    match full.split_once('.') {
+        Some((secs, _)) => format!("{secs}Z"),
+        None => full,
+    }
+}
+
+/// The first 8 characters of a UUID, as git shortens commits.
+fn short_id(id: &str) -> String {
+    if id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        id[..8].to_owned()
+    } else {
+        id.to_owned()
+    }
+}
+
+/// `environment/<id>` as `acme/api/dev` when known, else with a short id.
+fn scope_label(book: &zopp_cli::names::NameBook, scope: &str) -> String {
+    if let Some(name) = book.scope(scope) {
+        return name.to_owned();
+    }
+    match scope.split_once('/') {
+        Some((kind, id)) => format!("{kind}/{}", short_id(id)),
+        None => scope.to_owned(),
+    }
+}
+
+/// A target with each secret digest replaced by its name when known (else its first 8 hex
+/// digits), and each id shortened or named.
+fn target_label(book: &zopp_cli::names::NameBook, target: &str) -> String {
+    target
+        .split(' ')
+        .map(|word| {
+            let Some((kind, rest)) = word.split_once('/') else {
+                return word.to_owned();
+            };
+            let (id, version) = match rest.split_once('@') {
+                Some((id, v)) => (id, Some(v)),
+                None => (rest, None),
+            };
+            let at = version.map(|v| format!("@{v}")).unwrap_or_default();
+            match kind {
+                "secret" => match book.secret(id) {
+                    Some(name) => format!("{name}{at}"),
+                    None if id.len() > 8 => format!("secret/{}…{at}", &id[..8]),
+                    None => format!("secret/{id}{at}"),
+                },
+                "principal" => match book.principal(id) {
+                    Some(label) => format!("{label}{at}"),
+                    None => format!("principal/{}{at}", short_id(id)),
+                },
+                _ => match book.scope(word) {
+                    Some(name) => name.to_owned(),
+                    None => format!("{kind}/{}{at}", short_id(id)),
+                },
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn export(

@@ -1,13 +1,18 @@
 //! `zopp environment create|list|delete -w WORKSPACE -p PROJECT`.
 
+use std::io::Write;
 use zopp_cli::validate::{check_name, NameKind};
+
 use zopp_cli::EnvRef;
 
 use crate::args::EnvironmentCommand;
 use crate::args::EnvironmentRestoreArgs;
 use crate::context::Context;
 use crate::failure::CliError;
-use crate::output::{rfc3339, DeletedJson, EnvironmentJson, Out, RestoreJson, RetentionJson};
+use crate::output::{
+    rfc3339, DeletedJson, EnvironmentJson, Out, RestoreJson, RetentionJson, RetentionPlanJson,
+    RetentionSecretJson,
+};
 
 /// Runs an environment command.
 pub async fn run(ctx: &Context, out: &Out, cmd: &EnvironmentCommand) -> Result<(), CliError> {
@@ -61,7 +66,11 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &EnvironmentCommand) -> Result<(
                     ]
                 })
                 .collect();
-            out.table(&["NAME", "VERSION", "CREATED", "KEEPS"], &rows)
+            out.table_or(
+                &["NAME", "VERSION", "CREATED", "KEEPS"],
+                &rows,
+                "no environments in this project yet: `zopp environment create NAME`",
+            )
         }
         EnvironmentCommand::SetRetention(a) => {
             let env = ctx.env_ref()?;
@@ -75,8 +84,68 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &EnvironmentCommand) -> Result<(
                     ))
                 }
             };
+            if keep == Some(0) {
+                return Err(CliError::usage(
+                    "a retention limit keeps at least 1 version",
+                    "use --keep-all to keep every version",
+                ));
+            }
             let (ws, pr) = (env.workspace().to_owned(), env.project().to_owned());
-            let (e, pruned) = ctx.client().await?.set_retention(&env, keep).await?;
+            let client = ctx.client().await?;
+            if let Some(n) = keep.filter(|_| !a.yes || a.dry_run) {
+                // A limit deletes older versions for good: show how many, then ask.
+                let plan = retention_plan(&client, &env, n).await?;
+                if a.dry_run {
+                    if out.is_json() {
+                        return out.json(&RetentionPlanJson {
+                            environment: env.environment(),
+                            keep_versions: n,
+                            would_prune: plan.total,
+                            secrets: plan
+                                .per_secret
+                                .iter()
+                                .map(|(name, p)| RetentionSecretJson {
+                                    name,
+                                    would_prune: *p,
+                                })
+                                .collect(),
+                            dry_run: true,
+                        });
+                    }
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{}\ndry run: nothing was changed",
+                        plan.text
+                    );
+                    return Ok(());
+                }
+                super::require_role(
+                    &client,
+                    &env,
+                    zopp_cli::teams::Role::Admin,
+                    "setting retention",
+                )
+                .await?;
+                if !out.is_json() {
+                    let _ = writeln!(std::io::stderr(), "{}", plan.text);
+                }
+                super::confirm(
+                    ctx,
+                    a.yes,
+                    &format!(
+                        "keep only the newest {n} version(s) of each secret of environment '{}' ({} version(s) deleted now)",
+                        env.environment(),
+                        plan.total
+                    ),
+                )?;
+            } else if a.dry_run {
+                out.note(&format!(
+                    "would keep every version of each secret of environment '{}' from now on; nothing is deleted\ndry run: nothing was changed",
+                    env.environment()
+                ));
+                return Ok(());
+            }
+            let (e, pruned) = client.set_retention(&env, keep).await?;
             if out.is_json() {
                 return out.json(&RetentionJson {
                     environment: EnvironmentJson::of(&e, &ws, &pr),
@@ -115,6 +184,47 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &EnvironmentCommand) -> Result<(
     }
 }
 
+/// What a retention limit would delete now, counted from each live secret's history.
+struct RetentionPlan {
+    /// Versions deleted at once.
+    total: u64,
+    /// Per live secret, versions deleted at once (only those losing some).
+    per_secret: Vec<(String, u64)>,
+    /// The plan for people.
+    text: String,
+}
+
+async fn retention_plan(
+    client: &zopp_cli::Client,
+    env: &EnvRef,
+    keep: u64,
+) -> Result<RetentionPlan, CliError> {
+    let state = client.fetch_environment(env).await?;
+    let mut per_secret = Vec::new();
+    for s in &state.secrets {
+        let versions = client.secret_history(env, &s.name).await?.len() as u64;
+        if versions > keep {
+            per_secret.push((s.name.clone(), versions - keep));
+        }
+    }
+    per_secret.sort();
+    let total = per_secret.iter().map(|(_, n)| n).sum();
+    let mut lines = vec![format!(
+        "keeping only the newest {keep} version(s) of each secret of environment '{}' would delete {total} older version(s) for good (older versions of deleted secrets too), and later writes keep pruning; --at/--at-version reads before them stop working",
+        env.environment()
+    )];
+    lines.extend(
+        per_secret
+            .iter()
+            .map(|(name, n)| format!("  {name}: {n} version(s)")),
+    );
+    Ok(RetentionPlan {
+        total,
+        per_secret,
+        text: lines.join("\n"),
+    })
+}
+
 /// How a retention limit reads in `environment list`.
 fn retention_label(keep_versions: u64) -> String {
     if keep_versions == 0 {
@@ -133,11 +243,62 @@ async fn restore(ctx: &Context, out: &Out, a: &EnvironmentRestoreArgs) -> Result
         )
     })?;
     let env = ctx.env_ref()?;
-    let done = ctx
-        .client()
-        .await?
-        .restore_environment(&env, at, a.dry_run)
-        .await?;
+    let client = ctx.client().await?;
+    if !a.yes || a.dry_run {
+        // Restoring deletes the names that did not exist then and replaces changed values:
+        // show the plan first, then ask (or, without a terminal, refuse without --yes).
+        let plan = client.restore_environment(&env, at, true).await?;
+        let nothing = plan.added.is_empty() && plan.changed.is_empty() && plan.removed.is_empty();
+        if a.dry_run || nothing {
+            return print_restore(out, &env, at, &plan, a.dry_run);
+        }
+        super::require_role(&client, &env, zopp_cli::teams::Role::Write, "restoring").await?;
+        if !out.is_json() {
+            print_plan(&env, at, &plan);
+        }
+        super::confirm(
+            ctx,
+            a.yes,
+            &format!(
+                "restore environment '{}' ({} added, {} changed, {} removed)",
+                env.environment(),
+                plan.added.len(),
+                plan.changed.len(),
+                plan.removed.len()
+            ),
+        )?;
+    }
+    let done = client.restore_environment(&env, at, false).await?;
+    print_restore(out, &env, at, &done, false)
+}
+
+/// The restore plan on stderr, before asking.
+fn print_plan(env: &EnvRef, at: zopp_cli::At, plan: &zopp_cli::versions::RestoreOutcome) {
+    let mut lines = vec![format!(
+        "restoring environment '{}' to its state at {} (environment version {}) would:",
+        env.environment(),
+        at.describe(),
+        plan.from_env_version
+    )];
+    for (verb, names) in [
+        ("bring back", &plan.added),
+        ("replace the value of", &plan.changed),
+        ("delete", &plan.removed),
+    ] {
+        lines.extend(names.iter().map(|n| format!("  {verb} {n}")));
+    }
+    lines.push("  (earlier versions stay in each secret's history)".to_owned());
+    let _ = writeln!(std::io::stderr(), "{}", lines.join("\n"));
+}
+
+/// What a restore did (or, with `dry_run`, would do).
+fn print_restore(
+    out: &Out,
+    env: &EnvRef,
+    at: zopp_cli::At,
+    done: &zopp_cli::versions::RestoreOutcome,
+    dry_run: bool,
+) -> Result<(), CliError> {
     if out.is_json() {
         return out.json(&RestoreJson {
             restored_from: at.describe(),
@@ -148,14 +309,10 @@ async fn restore(ctx: &Context, out: &Out, a: &EnvironmentRestoreArgs) -> Result
             removed: &done.removed,
             unchanged: &done.unchanged,
             env_version: done.env_version,
-            dry_run: a.dry_run,
+            dry_run,
         });
     }
-    let verb = if a.dry_run {
-        "would restore"
-    } else {
-        "restored"
-    };
+    let verb = if dry_run { "would restore" } else { "restored" };
     let mut lines = vec![format!(
         "{verb} environment '{}' to its state at {} (environment version {}): {} added, {} changed, {} removed, {} unchanged",
         env.environment(),
@@ -173,7 +330,7 @@ async fn restore(ctx: &Context, out: &Out, a: &EnvironmentRestoreArgs) -> Result
     ] {
         lines.extend(names.iter().map(|n| format!("  {mark} {n}")));
     }
-    match (a.dry_run, done.env_version) {
+    match (dry_run, done.env_version) {
         (true, _) => lines.push("dry run: nothing was written".to_owned()),
         (false, Some(v)) => lines.push(format!("environment is now at version {v}")),
         (false, None) => {

@@ -98,19 +98,23 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &InviteCommand) -> Result<(), Cl
                     "pass a number of hours from 1 to 8784",
                 ));
             }
-            let created = ctx
-                .client()
-                .await?
+            let client = ctx.client().await?;
+            let created = client
                 .create_invite(workspace, a.role.role(), a.expires_hours)
                 .await?;
+            // The code carries the server's address, so `zopp join` needs no --server.
+            let code = zeroize::Zeroizing::new(crate::cmd::principal::located(
+                client.server().url(),
+                created.code.as_str(),
+            ));
             let info = InviteJson::from_proto(&created.info);
             if out.is_json() {
                 return out.json(&CreatedJson {
-                    code: created.code.as_str(),
+                    code: code.as_str(),
                     invite: info,
                 });
             }
-            out.line(created.code.as_str())?;
+            out.line(code.as_str())?;
             out.note(&format!(
                 "invite into workspace '{workspace}' as {} until {}: give this code to one \
                  person, who runs `zopp join CODE EMAIL`",
@@ -135,7 +139,11 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &InviteCommand) -> Result<(), Cl
                     ]
                 })
                 .collect();
-            out.table(&["ID", "ROLE", "STATUS", "EXPIRES"], &table)
+            out.table_or(
+                &["ID", "ROLE", "STATUS", "EXPIRES"],
+                &table,
+                "no invites in this workspace",
+            )
         }
         InviteCommand::Revoke(a) => {
             let info = ctx.client().await?.revoke_invite(workspace, &a.id).await?;

@@ -23,7 +23,8 @@ fn default_device_name() -> String {
 
 /// Generates keys, registers them and saves the identity.
 pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliError> {
-    let server = ctx.server()?;
+    // A code may carry the server's address: then no --server is needed.
+    let (server, token) = ctx.server_for_code(&args.token)?;
     // Checked here too, so the user is not asked for a passphrase only to be refused.
     if ctx.home.has_identity() {
         return Err(Error::IdentityExists {
@@ -33,12 +34,12 @@ pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliErr
     }
     let device = args.name.clone().unwrap_or_else(default_device_name);
     let passphrase = new_key_passphrase()?;
-    if is_workspace_invite(&args.token) {
+    if is_workspace_invite(token) {
         let joined = join_workspace(
             &server,
             &ctx.home,
             WorkspaceJoinParams {
-                code: &args.token,
+                code: token,
                 email: &args.email,
                 device_name: &device,
                 passphrase,
@@ -74,7 +75,7 @@ pub async fn run(ctx: &Context, out: &Out, args: &JoinArgs) -> Result<(), CliErr
         &server,
         &ctx.home,
         JoinParams {
-            token: &args.token,
+            token,
             email: &args.email,
             device_name: &device,
             passphrase,

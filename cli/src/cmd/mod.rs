@@ -1,5 +1,6 @@
 //! One module per command family; [`dispatch`] routes a parsed command line to it.
 
+pub mod app;
 pub mod audit;
 mod completions;
 mod diff;
@@ -7,6 +8,8 @@ mod environment;
 pub mod inject;
 pub mod invite;
 mod join;
+pub mod kubeconfig;
+pub mod member;
 pub mod permission;
 pub mod principal;
 mod project;
@@ -40,7 +43,15 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         ));
     }
     let ctx = Context::from_process(&cli.global)?;
-    let out = Out::new(ctx.output);
+    // Which identity acts is easy to get wrong with a ZOPP_TOKEN left in the shell: say so
+    // (`whoami` shows it in its own output; JSON output keeps stderr for errors).
+    if !matches!(cli.command, Command::Whoami | Command::Join(_)) && !ctx.output_is_json() {
+        if let Some(note) = ctx.token_note() {
+            let _ = writeln!(std::io::stderr(), "{note}");
+        }
+    }
+    let mut out = Out::new(ctx.output);
+    out.header = !cli.global.no_header;
     match &cli.command {
         Command::Join(a) => join::run(&ctx, &out, a).await,
         Command::Whoami => whoami::run(&ctx, &out).await,
@@ -53,7 +64,12 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Inject(a) => inject::run(&ctx, &out, a).await,
         Command::Permission(c) => permission::run(&ctx, &out, c, &cli.global).await,
         Command::Invite(c) => invite::run(&ctx, &out, c).await,
+        Command::Member(c) => member::run(&ctx, &out, c).await,
         Command::Principal(c) => principal::run(&ctx, &out, c, &cli.global).await,
+        Command::Kubeconfig(c) => kubeconfig::run(&ctx, &out, c).await,
+        Command::App(c) => app::run(&ctx, &out, c).await,
+        Command::Preview(a) => app::preview(&ctx, &out, a).await,
+        Command::Apply(a) => app::apply(&ctx, &out, a).await,
         Command::Diff(a) => diff::run(&ctx, &out, a, &cli.global.environment).await,
         Command::Completions(_) => unreachable!("handled above"),
     }
@@ -82,6 +98,60 @@ fn confirm_delete(ctx: &Context, yes: bool, what: &str, consequence: &str) -> Re
         "y" | "yes" => Ok(()),
         _ => Err(CliError::Cancelled),
     }
+}
+
+/// Asks whether to `action` (the plan is already on stderr), unless `yes`. Without a terminal it
+/// cannot ask, so it refuses and points at `--yes`.
+fn confirm(ctx: &Context, yes: bool, action: &str) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !ctx.interactive {
+        return Err(CliError::NeedsYes {
+            action: action.to_owned(),
+        });
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{action}? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Sdk(zopp_cli::Error::io("cannot read", "stdin", e)))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(CliError::Cancelled),
+    }
+}
+
+/// Refuses, before anything is asked, a command the caller's role at `env` cannot perform:
+/// confirming a plan the server will refuse anyway wastes the user's time.
+async fn require_role(
+    client: &zopp_cli::Client,
+    env: &zopp_cli::EnvRef,
+    needed: zopp_cli::teams::Role,
+    what: &str,
+) -> Result<(), CliError> {
+    use zopp_cli::teams::{Role, ScopeSpec};
+    let scope = ScopeSpec::try_new(
+        env.workspace(),
+        Some(env.project()),
+        Some(env.environment()),
+    )?;
+    let have = Role::from_proto(client.effective_permission(&scope, None).await?.role);
+    if have >= Some(needed) {
+        return Ok(());
+    }
+    Err(CliError::Sdk(zopp_cli::Error::Refused {
+        code: tonic::Code::PermissionDenied,
+        message: format!(
+            "{what} needs the {} role on {}; you have {}",
+            needed.name(),
+            scope.describe(),
+            have.map_or("no role", Role::name)
+        ),
+    }))
 }
 
 impl crate::args::PointArgs {

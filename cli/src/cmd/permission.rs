@@ -288,7 +288,11 @@ pub async fn run(
                     ]
                 })
                 .collect();
-            out.table(&["SCOPE", "ROLE", "GRANTEE", "GRANTED"], &table)
+            out.table_or(
+                &["SCOPE", "ROLE", "GRANTEE", "GRANTED"],
+                &table,
+                "no grants to list",
+            )
         }
         PermissionCommand::Remove(a) => {
             let grantee = a.grantee.spec()?;

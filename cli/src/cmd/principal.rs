@@ -228,10 +228,19 @@ fn transfer_passphrase(confirm: bool) -> Result<Zeroizing<String>, CliError> {
                 "a device transfer needs a passphrase",
             ));
         }
+        if confirm {
+            zopp_cli::home::check_new_passphrase(&first)?;
+        }
         return Ok(first);
     }
     match std::env::var_os(PASSPHRASE_ENV) {
-        Some(p) if !p.is_empty() => Ok(Zeroizing::new(p.to_string_lossy().into_owned())),
+        Some(p) if !p.is_empty() => {
+            let p = Zeroizing::new(p.to_string_lossy().into_owned());
+            if confirm {
+                zopp_cli::home::check_new_passphrase(&p)?;
+            }
+            Ok(p)
+        }
         _ => Err(CliError::usage(
             "a device transfer needs a passphrase and stdin is not a terminal",
             format!("set {PASSPHRASE_ENV}, or run the command in a terminal"),
@@ -331,7 +340,11 @@ pub async fn run(
                     ]
                 })
                 .collect();
-            out.table(&["ID", "NAME", "STATUS", "ACCESS", "FINGERPRINT"], &table)
+            out.table_or(
+                &["ID", "NAME", "STATUS", "ACCESS", "FINGERPRINT"],
+                &table,
+                "no principals to list",
+            )
         }
         PrincipalCommand::Rename(a) => {
             let id = parse_principal_id(&a.id)?;
@@ -428,14 +441,16 @@ pub async fn run(
             let done = client
                 .export_device(&a.name, passphrase.as_bytes(), a.expires_hours)
                 .await?;
+            // The code carries this server's address, so `principal import` needs no --server.
+            let code = zeroize::Zeroizing::new(located(client.server().url(), done.code.as_str()));
             if out.is_json() {
                 return out.json(&ExportJson {
-                    code: done.code.as_str(),
+                    code: code.as_str(),
                     principal_id: done.principal.to_string(),
                     expires_at: rfc3339(done.expires_at_ms),
                 });
             }
-            out.line(done.code.as_str())?;
+            out.line(code.as_str())?;
             out.note(&format!(
                 "on the new device run `zopp principal import CODE` with the same passphrase \
                  before {}; {} grant key{} prepared for it",
@@ -446,7 +461,7 @@ pub async fn run(
             Ok(())
         }
         PrincipalCommand::Import(a) => {
-            let server = ctx.server()?;
+            let (server, code) = ctx.server_for_code(&a.code)?;
             if ctx.home.has_identity() {
                 return Err(zopp_cli::Error::IdentityExists {
                     home: ctx.home.dir().to_owned(),
@@ -455,7 +470,7 @@ pub async fn run(
             }
             let passphrase = transfer_passphrase(false)?;
             let config =
-                import_device(&server, &ctx.home, &a.code, &passphrase, KdfParams::DEFAULT).await?;
+                import_device(&server, &ctx.home, code, &passphrase, KdfParams::DEFAULT).await?;
             if out.is_json() {
                 return out.json(&ImportJson {
                     principal_id: &config.principal_id,
@@ -475,4 +490,14 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// `code` with `server` attached (`zopp_crypto::locator`). The CA fingerprint slot stays empty:
+/// the CA a client trusts is its own setting (`--tls-ca`).
+pub fn located(server: &str, code: &str) -> String {
+    zopp_crypto::locator::Locator {
+        server: server.to_owned(),
+        ca_fingerprint: None,
+    }
+    .attach(code)
 }

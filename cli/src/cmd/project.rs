@@ -51,7 +51,11 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &ProjectCommand) -> Result<(), C
                 .iter()
                 .map(|p| vec![p.name.clone(), rfc3339(p.created_at_ms)])
                 .collect();
-            out.table(&["NAME", "CREATED"], &rows)
+            out.table_or(
+                &["NAME", "CREATED"],
+                &rows,
+                "no projects in this workspace yet: `zopp project create NAME`",
+            )
         }
         ProjectCommand::Delete(a) => {
             check_name(NameKind::Project, &a.name)?;

@@ -47,7 +47,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn rotate(
+/// Rotates `scope` and reports it on stderr.
+pub(crate) async fn rotate(
     out: &Out,
     client: &Client,
     scope: &ScopeSpec,
@@ -88,6 +89,22 @@ pub async fn offer(
 ) -> Result<Vec<RotatedJson>, CliError> {
     let mut rotated = Vec::new();
     for scope in scopes {
+        // Offered only to someone allowed to do it: rotation needs the admin role there.
+        let role = client
+            .effective_permission(scope, None)
+            .await
+            .ok()
+            .and_then(|r| zopp_cli::teams::Role::from_proto(r.role));
+        if role != Some(zopp_cli::teams::Role::Admin) {
+            out.note(&format!(
+                "they kept the key of {}, and rotating it needs the admin role there (you have {}): ask an admin to run `zopp {} rotate-key {}`",
+                scope.describe(),
+                role.map_or("none", zopp_cli::teams::Role::name),
+                family(scope),
+                scope.flags()
+            ));
+            continue;
+        }
         let go = if rotate_now {
             true
         } else if no_rotate || !ctx.interactive || out.is_json() {
@@ -100,7 +117,17 @@ pub async fn offer(
             ))?
         };
         if go {
-            rotated.push(rotate(out, client, scope, &[]).await?);
+            // The removal already happened: a failed rotation is reported, not fatal.
+            match rotate(out, client, scope, &[]).await {
+                Ok(done) => rotated.push(done),
+                Err(e) => out.note(&format!(
+                    "could not rotate the keys of {}: {}; run `zopp {} rotate-key {}` again later",
+                    scope.describe(),
+                    crate::failure::describe(&e).map_or_else(String::new, |f| f.message),
+                    family(scope),
+                    scope.flags()
+                )),
+            }
         } else if !out.is_json() {
             out.note(&format!(
                 "hint: they kept the key of {}; run `zopp {} rotate-key {}` so that what is \
@@ -123,7 +150,8 @@ pub fn family(scope: &ScopeSpec) -> &'static str {
     }
 }
 
-fn ask(question: &str) -> Result<bool, CliError> {
+/// Asks a yes/no question on the terminal; anything but y/yes is no.
+pub(crate) fn ask(question: &str) -> Result<bool, CliError> {
     let mut err = std::io::stderr();
     let _ = write!(err, "{question}");
     let _ = err.flush();

@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Run with the environment as of its version N (see `zopp environment list`)
     #[arg(long, value_name = "N", conflicts_with_all = ["watch", "fallback"])]
     pub at_version: Option<u64>,
+    /// Write kubeconfig NAME of the environment to a private file (0600 in a 0700 directory,
+    /// removed when the command ends) and point KUBECONFIG at it; needs the write role
+    #[arg(long, value_name = "NAME", conflicts_with = "fallback_only")]
+    pub kubeconfig: Option<String>,
     /// The command to run, and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -96,13 +100,22 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     let client = ctx.lazy_client().await?;
     let resolved = match point {
         Some(at) => {
-            Sources::fetch_at(&client, &env, at)
-                .await?
-                .resolve_all(&client)
-                .await?
+            let sources = Sources::fetch_at(&client, &env, at).await?;
+            resolve_injected(&client, sources, a).await?
         }
         None => obtain(&client, &env, a).await?,
     };
+
+    // Dropped (and so removed) when this function returns, after the command has ended.
+    let kube = match &a.kubeconfig {
+        Some(name) => Some(
+            super::kubeconfig::private_file(&client, &env, name, None)
+                .await?
+                .0,
+        ),
+        None => None,
+    };
+    let kube = kube.as_ref().map(zopp_cli::kubefile::KubeconfigFile::path);
 
     let pty = a.mask && std::io::stdout().is_terminal();
     let mut caught: Vec<Signal> = FORWARDED.to_vec();
@@ -111,7 +124,7 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
     }
     let mut signals = signals::catch(&caught)
         .map_err(|e| Error::InvalidInput(format!("cannot install signal handlers: {e}")))?;
-    let mut running = start(a, &resolved, pty)?;
+    let mut running = start(a, &resolved, pty, kube)?;
     let mut current = resolved;
     let mut watcher = a
         .watch
@@ -154,7 +167,7 @@ pub async fn run(ctx: &Context, a: &RunArgs) -> Result<(), CliError> {
                     .stop(a.watch_grace)
                     .await
                     .map_err(|e| Error::InvalidInput(format!("cannot stop the command: {e}")))?;
-                running = start(a, &fresh, pty)?;
+                running = start(a, &fresh, pty, kube)?;
                 current = fresh;
             }
         }
@@ -174,7 +187,7 @@ async fn obtain(
     if a.fallback_only {
         return from_fallback(client, env, path, a.fallback_max_age, None);
     }
-    match fetch(client, env, a).await {
+    match fetch_copy(client, env, a, true).await {
         Ok(resolved) => Ok(resolved),
         Err(e @ Error::Unreachable { .. }) => {
             from_fallback(client, env, path, a.fallback_max_age, Some(e))
@@ -188,16 +201,45 @@ async fn obtain(
     }
 }
 
-/// Fetches and resolves `env`; with `--fallback`, refreshes the copy.
+/// Whether the child gets secret `name` (`--only`, `--exclude`).
+fn injected(a: &RunArgs, name: &str) -> bool {
+    (a.only.is_empty() || a.only.iter().any(|n| n == name)) && !a.exclude.iter().any(|n| n == name)
+}
+
+/// Resolves what the child gets: a secret it does not get may hold a dangling reference
+/// without failing the run (it is left out of the result, and of the fallback copy).
+async fn resolve_injected(
+    client: &Client,
+    sources: Sources,
+    a: &RunArgs,
+) -> Result<ResolvedEnvironment, Error> {
+    let (resolved, failed) = sources.resolve_each(client).await?;
+    if let Some((_, e)) = failed.into_iter().find(|(name, _)| injected(a, name)) {
+        return Err(e);
+    }
+    Ok(resolved)
+}
+
+/// Fetches and resolves `env`; with `--fallback`, refreshes the copy. The first copy of a run
+/// must be written (the user asked for one and would otherwise find none in the next outage);
+/// a refresh during `--watch` that fails only warns.
 async fn fetch(client: &Client, env: &EnvRef, a: &RunArgs) -> Result<ResolvedEnvironment, Error> {
-    let resolved = Sources::fetch(client, env)
-        .await?
-        .resolve_all(client)
-        .await?;
+    fetch_copy(client, env, a, false).await
+}
+
+async fn fetch_copy(
+    client: &Client,
+    env: &EnvRef,
+    a: &RunArgs,
+    must_write: bool,
+) -> Result<ResolvedEnvironment, Error> {
+    let sources = Sources::fetch(client, env).await?;
+    let resolved = resolve_injected(client, sources, a).await?;
     if let Some(path) = &a.fallback {
-        // A copy that cannot be refreshed must not stop the command from running.
-        if let Err(e) = fallback::write(path, client.identity(), env, &resolved) {
-            warn(&format!("{e}"));
+        match fallback::write(path, client.identity(), env, &resolved) {
+            Ok(()) => {}
+            Err(e) if must_write => return Err(e),
+            Err(e) => warn(&format!("{e}")),
         }
     }
     Ok(resolved)
@@ -214,8 +256,16 @@ fn from_fallback(
 ) -> Result<ResolvedEnvironment, CliError> {
     let Some(copy) = fallback::read(path, client.identity(), env)? else {
         return Err(match outage {
-            // Nothing to fall back on: the outage is the error.
-            Some(e) => e.into(),
+            // Nothing to fall back on: the outage is the error, and the missing copy is why
+            // it was not survived.
+            Some(e) => CliError::Failed {
+                message: format!("{e}, and there is no fallback copy at {}", path.display()),
+                hint: Some(format!(
+                    "no run with --fallback {} has reached the server yet (or the copy was deleted); run it once while the server is reachable to write the copy",
+                    path.display()
+                )),
+                code: crate::failure::EXIT_UNREACHABLE,
+            },
             None => {
                 Error::Fallback(format!("there is no fallback copy at {}", path.display())).into()
             }
@@ -315,7 +365,12 @@ fn variables(a: &RunArgs, env: &ResolvedEnvironment) -> Result<Vec<(OsString, Ve
 }
 
 /// Starts the child with `env`.
-fn start(a: &RunArgs, env: &ResolvedEnvironment, pty: bool) -> Result<Running, CliError> {
+fn start(
+    a: &RunArgs,
+    env: &ResolvedEnvironment,
+    pty: bool,
+    kubeconfig: Option<&Path>,
+) -> Result<Running, CliError> {
     let (program, args) = a
         .command
         .split_first()
@@ -323,10 +378,15 @@ fn start(a: &RunArgs, env: &ResolvedEnvironment, pty: bool) -> Result<Running, C
     let masker = a
         .mask
         .then(|| Masker::new(env.secrets.iter().map(|s| s.expose_value())));
+    let mut vars = variables(a, env)?;
+    if let Some(path) = kubeconfig {
+        use std::os::unix::ffi::OsStrExt;
+        vars.push(("KUBECONFIG".into(), path.as_os_str().as_bytes().to_vec()));
+    }
     let spec = Spec {
         program,
         args,
-        env: variables(a, env)?,
+        env: vars,
         masker,
         pty,
     };

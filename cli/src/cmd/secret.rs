@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 use zopp_cli::validate::{check_name, check_value_len, NameKind, MAX_VALUE_LEN};
-use zopp_cli::{Error, Missing, SecretRecord};
+use zopp_cli::{EnvRef, Error, Missing, SecretRecord};
 use zopp_crypto::envelope::SecretKind;
 use zopp_formats::Entry;
 
@@ -103,7 +103,11 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
                     ]
                 })
                 .collect();
-            out.table(&["NAME", "VERSION", "UPDATED", "UPDATED BY"], &rows)
+            out.table_or(
+                &["NAME", "VERSION", "UPDATED", "UPDATED BY"],
+                &rows,
+                "no secrets in this environment",
+            )
         }
         SecretCommand::Delete(a) => {
             check_name(NameKind::Secret, &a.name)?;
@@ -172,7 +176,7 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &SecretCommand) -> Result<(), Cl
                     row
                 })
                 .collect();
-            out.table(&header, &rows)
+            out.table_or(&header, &rows, "no versions to list")
         }
         SecretCommand::Import(a) => crate::cmd::transfer::import(ctx, out, a).await,
         SecretCommand::Export(a) => crate::cmd::transfer::export(ctx, out, a).await,
@@ -208,11 +212,11 @@ async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError
     let env = ctx.env_ref()?;
     // The value is read (and its size checked) before any prompt for a passphrase or call.
     let value = read_value(a, ctx.interactive)?;
-    let done = ctx
-        .client()
-        .await?
+    let client = ctx.client().await?;
+    let done = client
         .set_secret(&env, &a.name, &value, a.if_version)
         .await?;
+    warn_dangling(&client, &env, &[(a.name.as_str(), &value[..])]).await;
     if out.is_json() {
         return out.json(&SecretSetJson {
             name: &done.name,
@@ -225,6 +229,85 @@ async fn set(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), CliError
         done.name, done.version
     ));
     Ok(())
+}
+
+/// Warns on stderr about each `${…}` reference in the values just written that points at
+/// nothing: `zopp run` and `zopp inject` would fail on it later, far from the typo. Costs a
+/// fetch only when some value holds a `${`; never fails the write that already happened.
+async fn warn_dangling(client: &zopp_cli::Client, env: &EnvRef, written: &[(&str, &[u8])]) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::Write as _;
+    use zopp_formats::template::{references, Reference};
+
+    let mut wanted: Vec<(&str, Reference)> = Vec::new();
+    let mut warnings = Vec::new();
+    for (name, value) in written {
+        let Ok(text) = std::str::from_utf8(value) else {
+            continue;
+        };
+        if !text.contains("${") {
+            continue;
+        }
+        match references(text) {
+            Ok(refs) => wanted.extend(refs.into_iter().map(|r| (*name, r))),
+            Err(e) => warnings.push(format!(
+                "secret '{name}' holds a malformed reference ({}); `zopp run` will fail on it",
+                e.to_string().replace("the template", "its value")
+            )),
+        }
+    }
+    // Names of each environment referenced, fetched once; `Err` says why it could not be read.
+    let mut names: BTreeMap<(String, String), Result<BTreeSet<String>, String>> = BTreeMap::new();
+    for (_, r) in &wanted {
+        let (project, environment) = match r {
+            Reference::Local(_) => (env.project().to_owned(), env.environment().to_owned()),
+            Reference::Remote {
+                project,
+                environment,
+                ..
+            } => (project.clone(), environment.clone()),
+        };
+        if names.contains_key(&(project.clone(), environment.clone())) {
+            continue;
+        }
+        let listed = match EnvRef::try_new(env.workspace(), &project, &environment) {
+            Ok(target) => client
+                .fetch_environment(&target)
+                .await
+                .map(|state| state.secrets.iter().map(|s| s.name.clone()).collect())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        names.insert((project, environment), listed);
+    }
+    for (name, r) in &wanted {
+        let (key, place) = match r {
+            Reference::Local(key) => (
+                key,
+                (env.project().to_owned(), env.environment().to_owned()),
+            ),
+            Reference::Remote {
+                project,
+                environment,
+                key,
+            } => (key, (project.clone(), environment.clone())),
+        };
+        let where_ = format!("{}/{}/{}", env.workspace(), place.0, place.1);
+        match names.get(&place) {
+            Some(Ok(set)) if set.contains(key) => {}
+            Some(Ok(_)) => warnings.push(format!(
+                "secret '{name}' references {r}, which does not exist in {where_}; `zopp run` and `zopp inject` will fail on it until it does"
+            )),
+            Some(Err(e)) => warnings.push(format!(
+                "secret '{name}' references {r}, which cannot be checked: {e}"
+            )),
+            None => {}
+        }
+    }
+    let mut err = std::io::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
 }
 
 /// `zopp secret set A=1 B=2 [--if-env-version N]`: several secrets in one conditioned write.
@@ -271,11 +354,13 @@ async fn set_many(ctx: &Context, out: &Out, a: &SecretSetArgs) -> Result<(), Cli
         entries.push(Entry::new(a.name.clone(), value));
     }
     let env = ctx.env_ref()?;
-    let outcome = ctx
-        .client()
-        .await?
-        .set_secrets(&env, &entries, a.if_env_version)
-        .await?;
+    let client = ctx.client().await?;
+    let outcome = client.set_secrets(&env, &entries, a.if_env_version).await?;
+    let written: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.expose_secret().as_bytes()))
+        .collect();
+    warn_dangling(&client, &env, &written).await;
     if out.is_json() {
         return out.json(&SecretSetManyJson {
             added: &outcome.added,

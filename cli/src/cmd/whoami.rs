@@ -8,6 +8,7 @@ use crate::output::{Out, WhoamiJson};
 pub async fn run(ctx: &Context, out: &Out) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let me = client.whoami().await?;
+    let shadowed = ctx.shadowed_identity();
     if out.is_json() {
         return out.json(&WhoamiJson {
             principal_id: &me.principal_id,
@@ -15,12 +16,31 @@ pub async fn run(ctx: &Context, out: &Out) -> Result<(), CliError> {
             email: &me.email,
             principal_name: &me.principal_name,
             server: client.server().url(),
+            identity: if ctx.uses_token() { "token" } else { "home" },
+            overridden_home: shadowed
+                .as_ref()
+                .map(|(home, _)| home.display().to_string()),
         });
     }
+    let source = if ctx.uses_token() {
+        match &shadowed {
+            Some((home, email)) => format!(
+                "identity: the service principal token in ZOPP_TOKEN; the identity in {}{} is not used while it is set",
+                home.display(),
+                email.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
+            None => "identity: the service principal token in ZOPP_TOKEN".to_owned(),
+        }
+    } else {
+        format!("identity: {}", ctx.home.dir().display())
+    };
+    let who = if me.email.is_empty() {
+        me.principal_name.clone()
+    } else {
+        format!("{} ({})", me.email, me.principal_name)
+    };
     out.line(&format!(
-        "{} ({})\nprincipal {} on {}",
-        me.email,
-        me.principal_name,
+        "{who}\nprincipal {} on {}\n{source}",
         me.principal_id,
         client.server().url()
     ))

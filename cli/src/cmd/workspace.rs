@@ -44,7 +44,11 @@ pub async fn run(ctx: &Context, out: &Out, cmd: &WorkspaceCommand) -> Result<(),
                 .iter()
                 .map(|w| vec![w.name.clone(), rfc3339(w.created_at_ms)])
                 .collect();
-            out.table(&["NAME", "CREATED"], &rows)
+            out.table_or(
+                &["NAME", "CREATED"],
+                &rows,
+                "no workspaces you can see yet: `zopp workspace create NAME`, or ask for an invite",
+            )
         }
         WorkspaceCommand::Delete(a) => {
             check_name(NameKind::Workspace, &a.name)?;

@@ -182,10 +182,12 @@ pub fn check(v: &Value) -> Result<(), String> {
         "join.verify" => join_verify(&inputs, &out, expected),
         "version.verify" => version_verify(&inputs, &out, expected),
         "audit.chain" => audit_chain(&inputs, &out, expected),
+        "audit.verify" => super::adversarial::check_audit_verify(inputs.0, output, expected),
         "keyfile.seal" => keyfile_seal(&inputs, &out),
         "keyfile.decode" => keyfile_decode(&inputs, &out, expected),
         "token.parse" => token_parse(&inputs, &out, expected),
-        other => Err(format!("unknown operation `{other}`")),
+        other => super::statements::check(other, inputs.0, out.0, expected)
+            .unwrap_or_else(|| Err(format!("unknown operation `{other}`"))),
     }
 }
 
@@ -568,35 +570,52 @@ fn admission_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<()
     let agreement_key = i.bytes("agreement_key")?;
     let admitter = i.opt_bytes("admitter_id")?;
     let sig = i.bytes("signature")?;
-    let admitter_id = admitter
+    let admitter_id: Option<[u8; 16]> = admitter
         .as_ref()
-        .map(|a| -> Result<PrincipalId, String> {
-            Ok(PrincipalId::from_bytes(
-                a.clone()
-                    .try_into()
-                    .map_err(|_| "admitter id is not 16 bytes")?,
-            ))
+        .map(|a| {
+            a.clone()
+                .try_into()
+                .map_err(|_| "admitter id is not 16 bytes")
         })
         .transpose()?;
-    let lib_msg = sign::admission_message(
-        &PrincipalId::from_bytes(principal),
-        &VerifyingKey::try_from_slice(&signing_key).map_err(|e| e.to_string())?,
-        &AgreementPublic::try_from_slice(&agreement_key).map_err(|e| e.to_string())?,
+    let lib = super::adversarial::lib_admission(
+        &admitter_key,
+        &principal,
+        &signing_key,
+        &agreement_key,
         admitter_id.as_ref(),
+        &sig,
     );
-    let ref_msg = r::admission_message(
+    let reference = r::admission_verify(
+        &admitter_key,
         &principal,
         &signing_key,
         &agreement_key,
         admitter.as_deref(),
+        &sig,
     );
-    same("messages", &lib_msg, &ref_msg)?;
-    let lib = lib_verify(&admitter_key, &lib_msg, &sig);
-    let reference = r::ed25519_verify(&admitter_key, &ref_msg, &sig);
     both(code(&lib), outcome(&reference), expected)?;
     if expected == r::OK {
-        same("message", &ref_msg, &o.bytes("message")?)?;
-        check_signer(i.opt_bytes("admitter_seed")?, &admitter_key, &ref_msg, &sig)?;
+        let ref_msg = r::admission_message(
+            &principal,
+            &signing_key,
+            &agreement_key,
+            admitter.as_deref(),
+        );
+        let lib_msg = sign::admission_message(
+            &PrincipalId::from_bytes(principal),
+            &VerifyingKey::try_from_slice(&signing_key).map_err(|e| e.to_string())?,
+            &AgreementPublic::try_from_slice(&agreement_key).map_err(|e| e.to_string())?,
+            admitter_id.map(PrincipalId::from_bytes).as_ref(),
+        );
+        same("zopp-crypto message", &lib_msg, &o.bytes("message")?)?;
+        same("reference message", &ref_msg, &o.bytes("message")?)?;
+        let signer = if admitter.is_some() {
+            &admitter_key
+        } else {
+            &signing_key
+        };
+        check_signer(i.opt_bytes("admitter_seed")?, signer, &ref_msg, &sig)?;
     }
     Ok(())
 }
@@ -607,19 +626,19 @@ fn join_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), Str
     let email = i.text("email")?;
     let token_hash = i.arr::<32>("token_hash")?;
     let sig = i.bytes("signature")?;
-    let lib_msg = sign::join_message(
-        &VerifyingKey::try_from_slice(&signing_key).map_err(|e| e.to_string())?,
-        &AgreementPublic::try_from_slice(&agreement_key).map_err(|e| e.to_string())?,
-        email,
-        &token_hash,
-    );
-    let ref_msg = r::join_message(&signing_key, &agreement_key, email, &token_hash);
-    same("messages", &lib_msg, &ref_msg)?;
-    let lib = lib_verify(&signing_key, &lib_msg, &sig);
-    let reference = r::ed25519_verify(&signing_key, &ref_msg, &sig);
+    let lib = super::adversarial::lib_join(&signing_key, &agreement_key, email, &token_hash, &sig);
+    let reference = r::join_verify(&signing_key, &agreement_key, email, &token_hash, &sig);
     both(code(&lib), outcome(&reference), expected)?;
     if expected == r::OK {
-        same("message", &ref_msg, &o.bytes("message")?)?;
+        let lib_msg = sign::join_message(
+            &VerifyingKey::try_from_slice(&signing_key).map_err(|e| e.to_string())?,
+            &AgreementPublic::try_from_slice(&agreement_key).map_err(|e| e.to_string())?,
+            email,
+            &token_hash,
+        );
+        let ref_msg = r::join_message(&signing_key, &agreement_key, email, &token_hash);
+        same("zopp-crypto message", &lib_msg, &o.bytes("message")?)?;
+        same("reference message", &ref_msg, &o.bytes("message")?)?;
         check_signer(i.opt_bytes("signing_seed")?, &signing_key, &ref_msg, &sig)?;
     }
     Ok(())
@@ -865,7 +884,7 @@ fn token_parse(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), Str
             &o.bytes("agreement_secret")?,
         )?;
         ensure!(
-            t.encode().as_str() == text,
+            t.encode().as_str() == text.trim_matches(token::is_format_whitespace),
             "zopp-crypto re-encodes the token differently"
         );
         same("reference principal", &id, &o.bytes("principal_id")?)?;

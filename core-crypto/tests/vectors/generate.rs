@@ -158,6 +158,8 @@ pub fn all() -> Vec<Vector> {
     audits(&mut v);
     key_files(&mut v);
     tokens(&mut v);
+    super::statements::generate(&mut v);
+    super::adversarial::all(&mut v);
     v
 }
 
@@ -1123,8 +1125,8 @@ fn requests(v: &mut Vec<Vector>) {
         ),
         (
             "request-signature-weak-key",
-            "The verifying key is the identity point, a small-order key for which any signature \
-             would verify: refused as a key.",
+            "The verifying key is the identity point, a small-order key for which anyone can make \
+             a signature verify (R = [S]B for any S): refused as a key, whatever the signature.",
             |q, _| {
                 let mut id = [0u8; 32];
                 id[0] = 1;
@@ -1196,7 +1198,7 @@ fn admissions(v: &mut Vec<Vector>) {
         ),
         (
             "admission-signature-root-ok",
-            "A workspace creator's own admission: no admitter (flag byte 0).",
+            "A chain root's admission: no admitter (flag byte 0), self-signed by the admitted key.",
             false,
             |_, _| {},
             r::OK,
@@ -1221,10 +1223,16 @@ fn admissions(v: &mut Vec<Vector>) {
     for (name, description, with_admitter, change, expected) in cases {
         let mut rng = rng_for(name);
         let admitter_seed: [u8; 32] = draw(&mut rng);
-        let admitter = SigningKey::from_seed(&admitter_seed);
         let principal: [u8; 16] = draw(&mut rng);
         let keys = PrincipalKeys::generate(&mut rng);
         let admitter_id: [u8; 16] = draw(&mut rng);
+        // A root admission is self-signed by the admitted key (FORMAT.md §6.1).
+        let admitter_seed = if with_admitter {
+            admitter_seed
+        } else {
+            keys.signing.expose_secret()
+        };
+        let admitter = SigningKey::from_seed(&admitter_seed);
         let vk = keys.signing.verifying_key();
         let ak = keys.agreement.public_key();
         let aid = PrincipalId::from_bytes(admitter_id);
@@ -1832,7 +1840,7 @@ fn key_files(v: &mut Vec<Vector>) {
 // ---------------------------------------------------------------- §10 principal token
 
 /// The binding of the token vectors: a token minted for `acme/api/prod`.
-fn token_binding(rng: &mut ChaCha20Rng) -> token::TokenBinding {
+pub(crate) fn token_binding(rng: &mut ChaCha20Rng) -> token::TokenBinding {
     let root = SigningKey::from_seed(&draw(rng));
     token::TokenBinding {
         root: PrincipalId::from_bytes(draw(rng)),

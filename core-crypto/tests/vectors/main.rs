@@ -5,10 +5,12 @@
 //! `committed_vectors_check_out` reads each committed file and checks it with zopp-crypto and
 //! with an independent reference implementation, without the generator.
 
+mod adversarial;
 mod check;
 mod generate;
 mod json;
 mod reference;
+mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -173,6 +173,38 @@ pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES)
 }
 
+/// Whether 32 bytes are a canonical X25519 public key as §3.2 requires of published keys:
+/// bit 255 clear and u < p.
+pub fn x25519_canonical(u: &[u8; 32]) -> bool {
+    u[31] & 0x80 == 0 && field_element_canonical(u)
+}
+
+/// Whether 32 little-endian bytes, bit 255 ignored, are below p = 2^255 - 19.
+pub fn field_element_canonical(b: &[u8; 32]) -> bool {
+    let mut v = *b;
+    v[31] &= 0x7f;
+    // Compare with p from the most significant byte down.
+    let mut p = [0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    for i in (0..32).rev() {
+        if v[i] != p[i] {
+            return v[i] < p[i];
+        }
+    }
+    false
+}
+
+/// An X25519 key a signed statement may name (§6): canonical, and not of low order (X25519
+/// with any scalar gives zero).
+pub fn x25519_usable(key: &[u8]) -> Outcome<()> {
+    let key: [u8; 32] = key.try_into().map_err(|_| INVALID_PUBLIC_KEY)?;
+    if !x25519_canonical(&key) || x25519(&[0x55; 32], &key).is_none() {
+        return Err(INVALID_PUBLIC_KEY);
+    }
+    Ok(())
+}
+
 /// X25519; an all-zero result (a low-order peer point) is refused.
 pub fn x25519(secret: &[u8; 32], peer: &[u8; 32]) -> Option<[u8; 32]> {
     let shared = x25519_dalek::x25519(*secret, *peer);
@@ -193,6 +225,9 @@ pub fn wrap_to_recipient(
     ephemeral_secret: &[u8; 32],
     nonce: &[u8; 24],
 ) -> Outcome<Vec<u8>> {
+    if !x25519_canonical(recipient_public) {
+        return Err(INVALID_PUBLIC_KEY);
+    }
     let eph = x25519_public(ephemeral_secret);
     let shared = x25519(ephemeral_secret, recipient_public).ok_or(INVALID_PUBLIC_KEY)?;
     let kek = recipient_kek(&shared, &eph, recipient_public);
@@ -273,13 +308,23 @@ pub fn ed25519_sign(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
         .to_bytes()
 }
 
-/// Strict verification: a small-order key is refused before any signature check.
-pub fn ed25519_verify(public: &[u8], msg: &[u8], sig: &[u8]) -> Outcome<()> {
+/// Decodes an Ed25519 public key as §1 requires: 32 bytes, y < p, a curve point, not of small
+/// order.
+pub fn ed25519_key(public: &[u8]) -> Outcome<ed25519_dalek::VerifyingKey> {
     let public: [u8; 32] = public.try_into().map_err(|_| INVALID_PUBLIC_KEY)?;
+    if !field_element_canonical(&public) {
+        return Err(INVALID_PUBLIC_KEY);
+    }
     let key = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|_| INVALID_PUBLIC_KEY)?;
     if key.is_weak() {
         return Err(INVALID_PUBLIC_KEY);
     }
+    Ok(key)
+}
+
+/// Strict verification: the key is checked first, then the signature.
+pub fn ed25519_verify(public: &[u8], msg: &[u8], sig: &[u8]) -> Outcome<()> {
+    let key = ed25519_key(public)?;
     let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| BAD_SIGNATURE)?;
     key.verify_strict(msg, &sig).map_err(|_| BAD_SIGNATURE)
 }
@@ -351,6 +396,44 @@ pub fn admission_message(
         &tail,
     ]
     .concat()
+}
+
+/// §6.1 admission verification: both admitted keys must be valid, and the signature verifies
+/// under the admitter's key, or under the admitted key itself for a root (no admitter).
+pub fn admission_verify(
+    admitter_key: &[u8],
+    principal: &[u8],
+    signing_key: &[u8],
+    agreement_key: &[u8],
+    admitter: Option<&[u8]>,
+    sig: &[u8],
+) -> Outcome<()> {
+    ed25519_key(signing_key)?;
+    x25519_usable(agreement_key)?;
+    let msg = admission_message(principal, signing_key, agreement_key, admitter);
+    let verifier = if admitter.is_some() {
+        admitter_key
+    } else {
+        signing_key
+    };
+    ed25519_verify(verifier, &msg, sig)
+}
+
+/// §6.2 join verification: valid keys, then the self-signature.
+pub fn join_verify(
+    signing_key: &[u8],
+    agreement_key: &[u8],
+    email: &str,
+    token_hash: &[u8],
+    sig: &[u8],
+) -> Outcome<()> {
+    ed25519_key(signing_key)?;
+    x25519_usable(agreement_key)?;
+    ed25519_verify(
+        signing_key,
+        &join_message(signing_key, agreement_key, email, token_hash),
+        sig,
+    )
 }
 
 /// §6.2 join message.
@@ -454,8 +537,12 @@ pub fn keyfile_decode(enc: &[u8], pass: Option<&[u8]>) -> Outcome<([u8; 32], [u8
                 return Err(MALFORMED);
             }
             let u = |i: usize| u32::from_be_bytes([enc[i], enc[i + 1], enc[i + 2], enc[i + 3]]);
+            let (m, t, p) = (u(2), u(6), u(10));
+            if m > 2 * 1024 * 1024 || t == 0 || t > 32 || p == 0 || p > 16 || m < 8 * p {
+                return Err(KDF_PARAMS);
+            }
             let pass = pass.ok_or(DECRYPTION_FAILED)?;
-            let kek = keyfile_kek(pass, &enc[14..30], u(2), u(6), u(10))?;
+            let kek = keyfile_kek(pass, &enc[14..30], m, t, p)?;
             let aad = [b"zopp/v1/keyfile".as_slice(), &enc[..54]].concat();
             split(&xchacha_open(&kek, &enc[30..54], &enc[54..], &aad)?)
         }
@@ -511,7 +598,10 @@ pub fn token_binding_bytes(s: &str) -> Outcome<Vec<u8>> {
 }
 
 fn token_raw(s: &str) -> Outcome<Vec<u8>> {
-    let body = s.trim().strip_prefix("zopp_").ok_or(MALFORMED)?;
+    let body = s
+        .trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+        .strip_prefix("zopp_")
+        .ok_or(MALFORMED)?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| MALFORMED)?;

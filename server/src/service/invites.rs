@@ -59,7 +59,11 @@ impl ZoppService {
     }
 
     pub(super) async fn join_rpc(&self, m: JoinRequest) -> ServiceResult<JoinResponse> {
-        let token_text = m.token.trim();
+        // Surrounding whitespace as FORMAT.md §1 defines it, exactly as the client trims it
+        // before hashing the token into its join signature (§6.2).
+        let token_text = m
+            .token
+            .trim_matches(zopp_crypto::token::is_format_whitespace);
         let token = parse_token(token_text)?;
         validate::email(&m.email)?;
         validate::principal_name(&m.principal_name)?;
@@ -68,7 +72,7 @@ impl ZoppService {
         })?;
         let agreement_key = AgreementPublic::try_from_slice(&m.agreement_key)
             .ok()
-            .filter(|k| !k.is_low_order())
+            .filter(|k| k.is_canonical() && !k.is_low_order())
             .ok_or_else(|| {
                 ServiceError::InvalidArgument(
                     "agreement_key is not a valid X25519 public key".into(),

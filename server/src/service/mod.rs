@@ -10,6 +10,7 @@ mod convert;
 mod devices;
 mod invites;
 mod keys;
+mod leases;
 mod permissions;
 mod rotation;
 mod scopes;
@@ -128,6 +129,12 @@ pub mod methods {
     pub const EXPORT_PRINCIPAL: &str = "/zopp.v1.Zopp/ExportPrincipal";
     /// `ImportPrincipal` (unauthenticated).
     pub const IMPORT_PRINCIPAL: &str = "/zopp.v1.Zopp/ImportPrincipal";
+    /// `AcquireAppLease`.
+    pub const ACQUIRE_APP_LEASE: &str = "/zopp.v1.Zopp/AcquireAppLease";
+    /// `ReleaseAppLease`.
+    pub const RELEASE_APP_LEASE: &str = "/zopp.v1.Zopp/ReleaseAppLease";
+    /// `GetAppStatus`.
+    pub const GET_APP_STATUS: &str = "/zopp.v1.Zopp/GetAppStatus";
     /// `CompleteImport`.
     pub const COMPLETE_IMPORT: &str = "/zopp.v1.Zopp/CompleteImport";
 }
@@ -813,6 +820,36 @@ impl Zopp for ZoppService {
         .await
     }
 
+    async fn acquire_app_lease(
+        &self,
+        request: Request<AcquireAppLeaseRequest>,
+    ) -> Result<Response<AcquireAppLeaseResponse>, Status> {
+        self.signed(methods::ACQUIRE_APP_LEASE, request, |c, m| {
+            self.acquire_app_lease_rpc(c, m)
+        })
+        .await
+    }
+
+    async fn release_app_lease(
+        &self,
+        request: Request<ReleaseAppLeaseRequest>,
+    ) -> Result<Response<ReleaseAppLeaseResponse>, Status> {
+        self.signed(methods::RELEASE_APP_LEASE, request, |c, m| {
+            self.release_app_lease_rpc(c, m)
+        })
+        .await
+    }
+
+    async fn get_app_status(
+        &self,
+        request: Request<GetAppStatusRequest>,
+    ) -> Result<Response<GetAppStatusResponse>, Status> {
+        self.signed(methods::GET_APP_STATUS, request, |c, m| {
+            self.get_app_status_rpc(c, m)
+        })
+        .await
+    }
+
     async fn effective_permission(
         &self,
         request: Request<EffectivePermissionRequest>,
@@ -1068,6 +1105,9 @@ mod tests {
             list_grant_keys(ListGrantKeysRequest::default()),
             export_principal(ExportPrincipalRequest::default()),
             complete_import(CompleteImportRequest::default()),
+            acquire_app_lease(AcquireAppLeaseRequest::default()),
+            release_app_lease(ReleaseAppLeaseRequest::default()),
+            get_app_status(GetAppStatusRequest::default()),
         );
         let proto = include_str!("../../../proto/zopp/v1/zopp.proto");
         let rpcs = proto

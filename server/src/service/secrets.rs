@@ -208,8 +208,9 @@ impl ZoppService {
         } else if m.at_ms != 0 {
             if m.at_ms < env.created_at_ms {
                 return Err(ServiceError::NotFound(format!(
-                    "point in time: environment '{}' did not exist yet (created at unix ms {})",
-                    env.name, env.created_at_ms
+                    "point in time: environment '{}' did not exist yet (created at {})",
+                    env.name,
+                    rfc3339_utc(env.created_at_ms)
                 )));
             }
             PointInTime::AtMs(m.at_ms)
@@ -655,4 +656,15 @@ impl Drop for WatchGauge {
     fn drop(&mut self) {
         metrics::gauge!(OPEN_WATCHES).decrement(1.0);
     }
+}
+
+/// Unix milliseconds as RFC 3339 in UTC, the only form times take in messages people read.
+fn rfc3339_utc(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "an unrepresentable time".to_owned())
 }

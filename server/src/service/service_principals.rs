@@ -34,6 +34,9 @@ use crate::validate;
 enum Authority {
     /// The caller's user owns the device.
     OwnDevice,
+    /// The device is another user's, and the caller administers every workspace that user
+    /// belongs to.
+    MemberAdmin,
     /// The caller manages access on every scope of this service principal in this workspace.
     WorkspaceAdmin(Box<Access>),
 }
@@ -68,6 +71,7 @@ impl ZoppService {
         .await?;
         Ok(GetKeyShareResponse {
             server_key_share: share.to_vec(),
+            agreement_key: caller.principal().agreement_key.to_bytes().to_vec(),
         })
     }
 
@@ -215,10 +219,39 @@ impl ZoppService {
             if caller.user_id() == Some(user) {
                 return Ok((Authority::OwnDevice, Vec::new()));
             }
+            if audit_action == action::PRINCIPAL_REVOKE {
+                // A member's lost laptop: an admin of every workspace the device's user belongs
+                // to may revoke it. A device serves its user in every workspace, so an admin of
+                // only some of them may not (one tenant's admin must not lock a user out of
+                // another's); there, removing the user's grants is the tool.
+                let who = Who {
+                    principal: target.id,
+                    user: Some(user),
+                };
+                let workspaces = self.state.storage.workspaces_for(&who).await?;
+                let mut allowed = !workspaces.is_empty();
+                for ws in &workspaces {
+                    let ws_ref = ScopeRef {
+                        workspace: ws.name.clone(),
+                        ..ScopeRef::default()
+                    };
+                    if self
+                        .access(caller, Some(&ws_ref), Action::ManageAccess, audit_action)
+                        .await
+                        .is_err()
+                    {
+                        allowed = false;
+                        break;
+                    }
+                }
+                if allowed {
+                    return Ok((Authority::MemberAdmin, Vec::new()));
+                }
+            }
             return Err(ServiceError::PermissionDenied(
-                "permission denied: a device can be managed only by its own user (from another \
-                 of their devices); to take someone's access away, remove their grants with \
-                 `zopp permission remove`"
+                "permission denied: a device can be revoked by its own user, or by an admin of \
+                 every workspace its user belongs to; to take someone's access away in your \
+                 workspace, run `zopp member remove EMAIL -w WORKSPACE`"
                     .into(),
             ));
         }
@@ -301,7 +334,9 @@ impl ZoppService {
                 );
                 (report, vec![entry])
             }
-            Authority::OwnDevice => self.device_report(&caller, &target, now).await?,
+            Authority::OwnDevice | Authority::MemberAdmin => {
+                self.device_report(&caller, &target, now).await?
+            }
         };
         self.state
             .storage
@@ -463,7 +498,7 @@ impl ZoppService {
             .await?;
         let now = self.now_ms();
         let scope = match &authority {
-            Authority::OwnDevice => Scope::Server,
+            Authority::OwnDevice | Authority::MemberAdmin => Scope::Server,
             Authority::WorkspaceAdmin(access) => access.scope,
         };
         let entry = audit::draft(

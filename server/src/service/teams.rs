@@ -426,7 +426,7 @@ impl ZoppService {
 pub(super) fn agreement_key(b: &[u8]) -> ServiceResult<AgreementPublic> {
     AgreementPublic::try_from_slice(b)
         .ok()
-        .filter(|k| !k.is_low_order())
+        .filter(|k| k.is_canonical() && !k.is_low_order())
         .ok_or_else(|| {
             ServiceError::InvalidArgument("agreement_key is not a valid X25519 public key".into())
         })

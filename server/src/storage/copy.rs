@@ -111,6 +111,10 @@ const TABLES: &[Table] = &[
         order_by: "environment_id, name_digest",
     },
     Table {
+        name: "app_applies",
+        order_by: "environment_id, app_digest",
+    },
+    Table {
         name: "audit_entries",
         order_by: "chain, seq",
     },
@@ -152,6 +156,8 @@ const NOT_COPIED: &[&str] = &[
     "sqlite_sequence",
     "replay_nonces",
     "read_epoch",
+    // Leases are live coordination, meaningless in another database.
+    "app_leases",
 ];
 
 /// One value of a column of kind [`Kind`] (`None` is SQL NULL, typed for binding).

@@ -11,6 +11,8 @@
 //! caller (unix milliseconds) so tests are deterministic.
 
 pub mod copy;
+pub mod leases;
+pub mod leases_suite;
 mod metered;
 pub mod postgres;
 pub mod sqlite;
@@ -31,6 +33,7 @@ use zopp_crypto::wrap::WrappedKey;
 
 use crate::rbac::{Grant, Role, Scope};
 
+pub use leases::LeaseStorage;
 pub use metered::Metered;
 pub use teams::TeamStorage;
 
@@ -678,7 +681,7 @@ pub struct AuditPage {
 /// and, later, PostgreSQL; both must pass [`suite::run_all`]. The team operations (grants with
 /// keys, invites, service principals, rotation) are in the supertrait [`TeamStorage`].
 #[async_trait]
-pub trait Storage: TeamStorage + Send + Sync + 'static {
+pub trait Storage: TeamStorage + LeaseStorage + Send + Sync + 'static {
     /// Short backend name for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

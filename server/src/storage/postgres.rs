@@ -41,6 +41,7 @@ use zopp_crypto::wrap::WrappedKey;
 use super::*;
 use crate::rbac::{Grant, Role};
 
+mod leases;
 mod teams;
 
 /// Default size of the connection pool of one replica (see docs/deploy.md for sizing).

@@ -30,6 +30,7 @@ use crate::rbac::{Grant, Role};
 
 mod cache;
 mod inline;
+mod leases;
 mod teams;
 
 use cache::{ReadCache, ReadKey};

@@ -85,7 +85,7 @@ async fn invite(store: &dyn Storage, seed: u8, expires_at_ms: i64) -> InviteId {
     id
 }
 
-async fn join(store: &dyn Storage, seed: u8, email: &str) -> Who {
+pub(crate) async fn join(store: &dyn Storage, seed: u8, email: &str) -> Who {
     let inv = invite(store, seed, T0 + 3_600_000).await;
     let user = UserId::from_bytes([seed; 16]);
     let p = principal(seed);

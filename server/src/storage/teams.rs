@@ -570,7 +570,7 @@ pub trait TeamStorage: Send + Sync {
 }
 
 /// Records a storage operation's latency and failures like [`Metered`] does for [`Storage`].
-async fn timed<T>(
+pub(super) async fn timed<T>(
     backend: &'static str,
     op: &'static str,
     fut: impl Future<Output = Result<T>>,

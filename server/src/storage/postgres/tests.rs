@@ -448,3 +448,11 @@ async fn a_write_through_one_replica_reaches_watchers_of_another() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn lease_conformance_suite() {
+    let db = TestDb::create().await;
+    let s = db.open().await;
+    crate::storage::leases_suite::run_all(&s).await;
+    s.close().await;
+}

@@ -1,8 +1,10 @@
 //! `zopp-bench`: measures zopp against the DESIGN.md §10 targets on loopback with a real server
-//! (SQLite, temporary home) and the real `zopp` binary, and prints a table plus JSON.
+//! (SQLite, temporary home) and the real `zopp` binary, and prints a table plus a JSON report
+//! (report.rs documents its shape; `--compare OLD.json` prints the change per figure).
 //!
-//! Run: `cargo build --release --bins && target/release/zopp-bench [--quick] [--json FILE]`.
-//! `--quick` is the smoke pass CI runs: tiny iteration counts, no targets judged.
+//! Run: `cargo build --release --workspace --bins && target/release/zopp-bench [--quick] [--json FILE]`;
+//! `zopp-bench --help` lists every flag. `--quick` is the smoke pass CI runs: tiny iteration
+//! counts, no targets judged.
 //!
 //! `--postgres [URL] [--replicas N]` measures only server throughput (signed reads and writes
 //! per second) on a fresh database of the PostgreSQL server at `URL` (default
@@ -13,40 +15,19 @@
 //!
 //! Every figure has a stable `id` in the JSON; `tests/tests/bench_smoke.rs` checks them.
 
+mod args;
 mod primitives;
+mod report;
 mod throughput;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use args::Args;
+use clap::Parser;
 use zopp_proto::v1::EnvironmentRef;
 use zopp_tests::{ServerOptions, TestServer, TestUser};
 
-#[derive(Serialize)]
-struct Figure {
-    /// Stable identifier (the name may carry sizes that differ between full and quick runs).
-    id: String,
-    name: String,
-    value: f64,
-    unit: &'static str,
-    /// Target from DESIGN.md §10, in the same unit.
-    target: Option<f64>,
-    /// True when lower values are better.
-    lower_is_better: bool,
-    detail: String,
-}
-
-impl Figure {
-    fn ratio(&self) -> Option<f64> {
-        self.target.map(|t| {
-            if self.lower_is_better {
-                self.value / t
-            } else {
-                t / self.value
-            }
-        })
-    }
-}
+pub(crate) use report::Figure;
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -104,60 +85,44 @@ const THROUGHPUT_RUN: (Duration, Duration) = (Duration::from_secs(5), Duration::
 /// Time spent on each crypto primitive (full, quick).
 const PRIMITIVE_RUN: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(10));
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let flag_value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-            .filter(|v| !v.starts_with("--"))
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.replicas != 1 && args.postgres.is_none() {
+        eprintln!("zopp-bench: --replicas needs --postgres (SQLite has one server)");
+        return std::process::ExitCode::from(2);
+    }
+    // Read before measuring, so a bad file fails at once rather than after minutes of load.
+    let baseline = match args.compare.as_deref().map(report::Report::read) {
+        Some(Ok(old)) => Some(old),
+        Some(Err(e)) => {
+            eprintln!("zopp-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+        None => None,
     };
-    let json_out = flag_value("--json");
-    let postgres = args.iter().any(|a| a == "--postgres");
-    // A flag's number, which must be above zero.
-    let positive = |flag: &str| {
-        flag_value(flag).map(|v| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|v| *v > 0.0 && v.is_finite())
-                .unwrap_or_else(|| panic!("{flag} takes a positive number"))
-        })
-    };
-    let count = |flag: &str| {
-        positive(flag).map(|n| {
-            assert!(n.fract() == 0.0, "{flag} takes a whole number");
-            n as usize
-        })
-    };
-    let replicas = count("--replicas").unwrap_or(1);
-    let run = if quick {
+    let run = if args.quick {
         THROUGHPUT_RUN.1
     } else {
         THROUGHPUT_RUN.0
     };
     let load = throughput::Load {
-        run: positive("--seconds").map_or(run, Duration::from_secs_f64),
-        reads_only: args.iter().any(|a| a == "--reads-only"),
-        clients: count("--clients"),
+        run: args.seconds.map_or(run, Duration::from_secs_f64),
+        reads_only: args.reads_only,
+        clients: args.clients,
     };
 
-    let figures = if postgres {
-        if let Some(url) = flag_value("--postgres") {
+    let figures = if let Some(url) = &args.postgres {
+        if let Some(url) = url {
             // Read by PgDatabase::create; set before any thread starts.
             std::env::set_var("ZOPP_TEST_PG_URL", url);
         }
-        server_throughput(Some(zopp_tests::PgDatabase::create()), replicas, &load)
-    } else if args.iter().any(|a| a == "--throughput-only") {
+        server_throughput(Some(zopp_tests::PgDatabase::create()), args.replicas, &load)
+    } else if args.throughput_only {
         server_throughput(None, 1, &load)
     } else {
-        if replicas != 1 {
-            eprintln!("zopp-bench: --replicas needs --postgres (SQLite has one server)");
-            std::process::exit(2);
-        }
-        let mut figures = cli_and_server(quick, run);
-        figures.extend(audit_verify(quick));
-        figures.extend(primitives::measure(if quick {
+        let mut figures = cli_and_server(args.quick, run);
+        figures.extend(audit_verify(args.quick));
+        figures.extend(primitives::measure(if args.quick {
             PRIMITIVE_RUN.1
         } else {
             PRIMITIVE_RUN.0
@@ -165,12 +130,22 @@ fn main() {
         figures
     };
 
-    print_table(&figures, quick);
-    let json = serde_json::to_string_pretty(&figures).expect("figures serialize");
-    match json_out {
-        Some(path) => std::fs::write(&path, json).expect("write JSON report"),
+    let report = report::Report::new(args.quick, figures);
+    report.print_table();
+    if let Some(old) = &baseline {
+        report.print_comparison(old);
+    }
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    match &args.json {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!("zopp-bench: cannot write {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
         None => println!("{json}"),
     }
+    std::process::ExitCode::SUCCESS
 }
 
 /// Options for a server without a rate limit (the load generator is one principal).
@@ -253,10 +228,11 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
             id: "server_idle_rss".into(),
             name: "server idle RSS".into(),
             value: kib as f64 / 1024.0,
-            unit: "MiB",
+            unit: "MiB".into(),
             target: Some(15.0),
             lower_is_better: true,
             detail: String::new(),
+            ..Default::default()
         });
     }
 
@@ -278,14 +254,15 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
         id: "secret_get".into(),
         name: "secret get (median)".into(),
         value: percentile(&t, 0.5),
-        unit: "ms",
+        unit: "ms".into(),
         target: Some(6.0),
         lower_is_better: true,
         detail: format!(
-            "p95 {:.2} ms, {} round trip(s)",
-            percentile(&t, 0.95),
+            "{} round trip(s)",
             get_rpcs.map_or("?".into(), |n| n.to_string())
         ),
+        round_trips: get_rpcs,
+        ..Figure::percentiles(&t)
     });
 
     // Import of 10,000 dotenv lines, then export of 10,000 secrets.
@@ -302,10 +279,11 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
             id: "import".into(),
             name: format!("import {n_import} dotenv lines"),
             value: import_ms,
-            unit: "ms",
+            unit: "ms".into(),
             target: (!quick).then_some(2000.0),
             lower_is_better: true,
             detail: String::new(),
+            ..Default::default()
         });
         let exp_args = with_env(&["secret", "export", "--format", "dotenv"]);
         let t = time_runs(if quick { 1 } else { 5 }, || {
@@ -315,10 +293,11 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
             id: "export".into(),
             name: format!("export {n_import} secrets (median)"),
             value: percentile(&t, 0.5),
-            unit: "ms",
+            unit: "ms".into(),
             target: (!quick).then_some(200.0),
             lower_is_better: true,
             detail: String::new(),
+            ..Figure::percentiles(&t)
         });
     } else {
         eprintln!("zopp-bench: import unavailable: {}", out.stderr().trim());
@@ -358,14 +337,15 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
             id: format!("run_{n}"),
             name: format!("run -- true, {n} secrets (median)"),
             value: percentile(&t, 0.5),
-            unit: "ms",
+            unit: "ms".into(),
             target: (n == 1000).then_some(25.0),
             lower_is_better: true,
             detail: format!(
-                "p95 {:.2} ms, {} round trip(s)",
-                percentile(&t, 0.95),
+                "{} round trip(s)",
                 rpcs.map_or("?".into(), |n| n.to_string())
             ),
+            round_trips: rpcs,
+            ..Figure::percentiles(&t)
         });
     }
 
@@ -374,10 +354,11 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
             id: "server_rss_after_cli".into(),
             name: "server RSS after CLI load".into(),
             value: kib as f64 / 1024.0,
-            unit: "MiB",
+            unit: "MiB".into(),
             target: None,
             lower_is_better: true,
             detail: String::new(),
+            ..Default::default()
         });
     }
 
@@ -393,36 +374,7 @@ fn cli_and_server(quick: bool, run: Duration) -> Vec<Figure> {
     figures
 }
 
-fn print_table(figures: &[Figure], quick: bool) {
-    println!(
-        "{:<36} {:>12} {:>12} {:>8}  detail",
-        "measure", "value", "target", "ratio"
-    );
-    for f in figures {
-        let target = f
-            .target
-            .map_or("-".to_string(), |t| format!("{t:.1} {}", f.unit));
-        let ratio = f.ratio().map_or("-".to_string(), |r| format!("{r:.2}"));
-        println!(
-            "{:<36} {:>12} {:>12} {:>8}  {}",
-            f.name,
-            format!("{:.2} {}", f.value, f.unit),
-            target,
-            ratio,
-            f.detail
-        );
-    }
-    if quick {
-        println!("(quick smoke pass: figures are not meaningful)");
-    } else {
-        println!(
-            "ratio = value/target when lower is better, target/value when higher is better: \
-             ≤ 1.00 meets the target"
-        );
-    }
-}
-
-// ---------- `zopp audit verify` throughput (issue #6, DESIGN.md §10: ≥ 50,000 entries/s) ----------
+// ---------- `zopp audit verify` throughput (DESIGN.md §10) ----------
 //
 // A chain of N entries, each from its own signed request (so every entry costs a signature
 // check: the worst case, since the entries of one multi-write request share one), filled by
@@ -467,13 +419,14 @@ fn audit_verify(quick: bool) -> Vec<Figure> {
         id: "audit_verify".into(),
         name: format!("audit verify, {entries} entries"),
         value: entries as f64 / (median_ms / 1e3),
-        unit: "entries/s",
+        unit: "entries/s".into(),
         target: (!quick).then_some(50_000.0),
         lower_is_better: false,
         detail: format!(
             "median {median_ms:.0} ms of {runs} cold runs, process start included; \
              chain filled by {n} signed reads in {fill_s:.1} s"
         ),
+        ..Default::default()
     }]
 }
 

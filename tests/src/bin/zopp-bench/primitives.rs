@@ -182,10 +182,11 @@ pub fn measure(budget: Duration) -> Vec<Figure> {
             id: id.into(),
             name: name.into(),
             value,
-            unit: "ops/s",
+            unit: "ops/s".into(),
             target,
             lower_is_better: false,
             detail: detail.into(),
+            ..Default::default()
         })
         .collect()
 }

@@ -394,7 +394,6 @@ fn figures_for(op: Op, clients: usize, replicas: usize, m: &Measured<'_>) -> Vec
         audit_per_commit,
     } = *m;
     let rate = lat.len() as f64 / elapsed;
-    let p50 = percentile(lat, 0.5);
     let p99 = percentile(lat, 0.99);
     let at_target = op == Op::Read && clients == TARGET_CLIENTS;
     let on = if replicas > 1 {
@@ -406,11 +405,11 @@ fn figures_for(op: Op, clients: usize, replicas: usize, m: &Measured<'_>) -> Vec
         id: format!("server_{}_{clients}", op.name()),
         name: format!("server {}/s, {clients} clients{on}", op.name()),
         value: rate,
-        unit: "ops/s",
+        unit: "ops/s".into(),
         target: at_target.then_some(READS_TARGET),
         lower_is_better: false,
         detail: format!(
-            "p50 {p50:.2} ms, p99 {p99:.2} ms, {} calls in {elapsed:.1} s{}",
+            "{} calls in {elapsed:.1} s{}",
             lat.len(),
             cpu_us.map_or(String::new(), |(server, gen)| format!(
                 "; CPU/call: server {server:.0} µs, load generator {gen:.0} µs"
@@ -418,16 +417,18 @@ fn figures_for(op: Op, clients: usize, replicas: usize, m: &Measured<'_>) -> Vec
         ) + &audit_per_commit.map_or(String::new(), |n| {
             format!("; {n:.1} audit entries per commit")
         }),
+        ..Figure::percentiles(lat)
     }];
     if at_target {
         out.push(Figure {
             id: format!("server_{}_{clients}_p99", op.name()),
             name: format!("server read p99, {clients} clients{on}"),
             value: p99,
-            unit: "ms",
+            unit: "ms".into(),
             target: Some(READ_P99_TARGET_MS),
             lower_is_better: true,
-            detail: format!("p50 {p50:.2} ms"),
+            detail: String::new(),
+            ..Figure::percentiles(lat)
         });
     }
     if clients == TARGET_CLIENTS {
@@ -436,10 +437,11 @@ fn figures_for(op: Op, clients: usize, replicas: usize, m: &Measured<'_>) -> Vec
                 id: format!("server_rss_{}_{clients}", op.name()),
                 name: format!("server RSS under {clients}-client {}", op.name()),
                 value: kib as f64 / 1024.0,
-                unit: "MiB",
+                unit: "MiB".into(),
                 target: None,
                 lower_is_better: true,
                 detail: String::new(),
+                ..Default::default()
             });
         }
     }
