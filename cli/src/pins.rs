@@ -371,8 +371,8 @@ impl ScopeFloor {
         let mut changed = false;
         for s in sightings {
             let key = Self::name_key(s);
-            if !self.ids.contains_key(&key) {
-                self.ids.insert(key, s.id.clone());
+            if let std::collections::btree_map::Entry::Vacant(e) = self.ids.entry(key) {
+                e.insert(s.id.clone());
                 changed = true;
             }
             if let Some(got) = s.epoch {

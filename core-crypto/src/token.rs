@@ -177,6 +177,7 @@ impl TokenBinding {
             project,
             environments,
         })
+    }
 }
 
 /// A decoded principal token. Secret: never printed.
@@ -200,7 +201,9 @@ impl fmt::Debug for PrincipalToken {
 /// The version byte of a token's text, when it decodes at all: lets a caller tell an outdated
 /// token (mint a new one) from a damaged one.
 pub fn token_version(s: &str) -> Option<u8> {
-    let body = s.trim_matches(is_format_whitespace).strip_prefix(TOKEN_PREFIX)?;
+    let body = s
+        .trim_matches(is_format_whitespace)
+        .strip_prefix(TOKEN_PREFIX)?;
     let raw = Zeroizing::new(
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)

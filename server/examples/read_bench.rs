@@ -153,9 +153,8 @@ async fn write_many(
     let nk = NameKey::derive(&env.ek);
     let seal = SealKey::derive(&env.ek);
     // Each call is the next environment version, signed as such (FORMAT.md §7).
-    let mut env_version = 0u64;
-    for chunk in names.chunks(5000) {
-        env_version += 1;
+    for (calls, chunk) in names.chunks(5000).enumerate() {
+        let env_version = calls as u64 + 1;
         let created_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
