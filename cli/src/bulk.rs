@@ -190,7 +190,12 @@ impl Client {
                 return Ok(outcome);
             }
             let (writes, verified): (Vec<_>, Vec<_>) = self
-                .seal_all(&fetched.chain, &plan, progress)
+                .seal_all(
+                    &fetched.chain,
+                    WritePoint::after(state.env_version),
+                    &plan,
+                    progress,
+                )
                 .into_iter()
                 .unzip();
             progress(ImportProgress::Writing);
@@ -232,6 +237,7 @@ impl Client {
     fn seal_all(
         &self,
         chain: &EnvironmentChain,
+        point: WritePoint,
         plan: &[Planned<'_>],
         progress: &(dyn Fn(ImportProgress) + Sync),
     ) -> Vec<(pb::SecretWrite, crate::verified::Entry)> {
@@ -245,7 +251,7 @@ impl Client {
         let seal_chunk = |part: &[Planned<'_>]| -> Vec<(pb::SecretWrite, crate::verified::Entry)> {
             let mut out = Vec::with_capacity(part.len());
             for p in part {
-                out.push(seal_one(identity, chain, p));
+                out.push(seal_one(identity, chain, point, p));
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 // Reporting every version would cost more than the work on small values.
                 if n.is_multiple_of(256) || n == total {
@@ -275,6 +281,7 @@ impl Client {
 fn seal_one(
     identity: &Identity,
     chain: &EnvironmentChain,
+    point: WritePoint,
     p: &Planned<'_>,
 ) -> (pb::SecretWrite, crate::verified::Entry) {
     let payload = SecretPayload::new(
@@ -286,6 +293,7 @@ fn seal_one(
     seal_version(
         identity,
         chain,
+        point,
         &p.entry.name,
         p.version,
         p.prev_hash,
@@ -298,6 +306,7 @@ fn seal_one(
 pub(crate) fn seal_version(
     identity: &Identity,
     chain: &EnvironmentChain,
+    point: WritePoint,
     name: &str,
     version: u64,
     prev_hash: [u8; 32],
@@ -326,6 +335,8 @@ pub(crate) fn seal_version(
         envelope: &envelope,
         prev_hash,
         writer: identity.principal(),
+        env_version: point.env_version,
+        created_at_ms: point.created_at_ms,
     };
     let signature = claims.sign(&identity.keys().signing).to_vec();
     let verified = crate::verified::entry(
@@ -340,8 +351,31 @@ pub(crate) fn seal_version(
         deleted: payload.is_none(),
         prev_hash: prev_hash.to_vec(),
         signature,
+        env_version: point.env_version,
+        created_at_ms: point.created_at_ms,
     };
     (write, verified)
+}
+
+/// The point in history one write call claims (FORMAT.md §7): the environment version it
+/// produces (the one it was based on + 1) and the writer's time. Every version of the call
+/// claims the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WritePoint {
+    /// The environment version the write produces.
+    pub(crate) env_version: u64,
+    /// The writer's clock, unix ms.
+    pub(crate) created_at_ms: i64,
+}
+
+impl WritePoint {
+    /// The write that follows environment version `base`, made now.
+    pub(crate) fn after(base: u64) -> Self {
+        Self {
+            env_version: base + 1,
+            created_at_ms: crate::secrets::now_ms(),
+        }
+    }
 }
 
 /// How a kind of secret is called in messages.

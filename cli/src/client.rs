@@ -15,7 +15,7 @@ use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroizing;
 use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, ServerId, WorkspaceId};
 use zopp_crypto::keyfile::KdfParams;
-use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey};
+use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey, VerifyingKey};
 use zopp_crypto::sign::{join_message, sign_request, NONCE_LEN, UNBOUND_SERVER};
 use zopp_crypto::token::PrincipalToken;
 use zopp_crypto::wrap::{wrap_to_recipient, wrap_under, KeyContext};
@@ -593,6 +593,11 @@ pub struct Client {
     cache: KeyCache,
     /// The zopp home of a device identity; `None` for a principal token, which writes nothing.
     home: Option<ZoppHome>,
+    /// What a principal token was minted for (scope ids, key epochs): the pins of a client
+    /// that keeps nothing on disk.
+    token_floor: Option<crate::pins::ScopeFloor>,
+    /// The workspace root a principal token was minted under.
+    token_root: Option<(WorkspaceId, PrincipalId, VerifyingKey)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -630,6 +635,8 @@ impl Client {
             identity,
             cache,
             home: Some(home.clone()),
+            token_floor: None,
+            token_root: None,
         })
     }
 
@@ -642,11 +649,17 @@ impl Client {
     /// [`Error::TokenRefused`] when the server refuses it (revoked, expired, unknown);
     /// [`Error::Unreachable`] when the server cannot be reached.
     pub async fn connect_token(server: ServerConfig, token: &str) -> Result<Self> {
-        let token = PrincipalToken::try_parse(token).map_err(|e| {
-            Error::BadToken(match e {
-                zopp_crypto::CryptoError::UnsupportedFormat => "unknown token version".into(),
-                _ => "expected zopp_ followed by 108 base64url characters".into(),
-            })
+        let token = PrincipalToken::try_parse(token).map_err(|e| match e {
+            zopp_crypto::CryptoError::UnsupportedFormat
+                if zopp_crypto::token::token_version(token)
+                    == Some(zopp_crypto::token::TOKEN_V1) =>
+            {
+                Error::OutdatedToken
+            }
+            zopp_crypto::CryptoError::UnsupportedFormat => {
+                Error::BadToken("unknown token version".into())
+            }
+            _ => Error::BadToken("expected zopp_ followed by base64url characters".into()),
         })?;
         let channel = server.channel().await?;
         let rpc = grpc(channel);
@@ -714,6 +727,16 @@ impl Client {
             server.url(),
         );
         let cache = KeyCache::disabled(server.url(), token.principal);
+        let token_floor = Some(crate::pins::ScopeFloor::of_token(&token.binding));
+        let token_root = VerifyingKey::try_from_slice(&token.binding.root_key)
+            .ok()
+            .map(|key| {
+                (
+                    WorkspaceId::from_bytes(token.binding.workspace.id),
+                    token.binding.root,
+                    key,
+                )
+            });
         Ok(Self {
             rpc,
             server,
@@ -721,6 +744,8 @@ impl Client {
             identity,
             cache,
             home: None,
+            token_floor,
+            token_root,
         })
     }
 
@@ -743,6 +768,8 @@ impl Client {
             identity,
             cache,
             home: Some(home.clone()),
+            token_floor: None,
+            token_root: None,
         })
     }
 
@@ -760,6 +787,14 @@ impl Client {
     }
     pub(crate) fn cache(&self) -> &KeyCache {
         &self.cache
+    }
+    /// The floor a principal token carries (`None` for a device identity).
+    pub(crate) fn token_floor(&self) -> Option<&crate::pins::ScopeFloor> {
+        self.token_floor.as_ref()
+    }
+    /// The workspace root a principal token carries (`None` for a device identity).
+    pub(crate) fn token_root(&self) -> Option<(WorkspaceId, PrincipalId, VerifyingKey)> {
+        self.token_root
     }
     /// The zopp home of a device identity (`None` in principal-token mode).
     pub fn home(&self) -> Option<&ZoppHome> {
@@ -847,13 +882,22 @@ impl Client {
                 wrapped_key: wrapped.into_bytes(),
             },
         );
-        self.rpc()
+        let created = self
+            .rpc()
             .create_workspace(req)
             .await
             .map(Response::into_inner)
             .map_err(|s| {
                 self.created_error(s, format!("workspace '{name}'"), Target::Workspace(name))
-            })
+            })?;
+        self.pin_created(crate::pins::Sighting {
+            level: crate::pins::Level::Workspace,
+            parent: String::new(),
+            name: name.to_owned(),
+            id: id.to_string(),
+            epoch: Some(1),
+        });
+        Ok(created)
     }
 
     fn created_error(&self, status: Status, what: String, target: Target<'_>) -> Error {
@@ -895,6 +939,7 @@ impl Client {
             .await
             .map_err(|s| self.status_error(s, Target::Workspace(name)))?;
         self.cache.clear();
+        self.forget_scope(crate::pins::Level::Workspace, None, name);
         Ok(())
     }
 
@@ -921,6 +966,7 @@ impl Client {
             .await
             .map(Response::into_inner)
             .map_err(|s| self.status_error(s, target))?;
+        self.check_scopes(&crate::pins::scope_sightings(workspace, project, &keys))?;
         ScopeChain::derive(
             &keys,
             self.identity.principal(),
@@ -960,7 +1006,8 @@ impl Client {
                 wrapped_key: wrapped.into_bytes(),
             },
         );
-        self.rpc()
+        let created = self
+            .rpc()
             .create_project(req)
             .await
             .map(Response::into_inner)
@@ -970,7 +1017,15 @@ impl Client {
                     format!("project '{name}' in workspace '{workspace}'"),
                     Target::Workspace(workspace),
                 )
-            })
+            })?;
+        self.pin_created(crate::pins::Sighting {
+            level: crate::pins::Level::Project,
+            parent: parent.workspace().to_string(),
+            name: name.to_owned(),
+            id: id.to_string(),
+            epoch: Some(1),
+        });
+        Ok(created)
     }
 
     /// Projects of a workspace.
@@ -1016,6 +1071,8 @@ impl Client {
             )
         })?;
         self.cache.clear();
+        let ws = self.pinned_id(crate::pins::Level::Workspace, "", workspace);
+        self.forget_scope(crate::pins::Level::Project, ws.as_deref(), name);
         Ok(())
     }
 
@@ -1063,6 +1120,15 @@ impl Client {
             })?;
         // A same-named environment may have existed before: its cached chain is stale now.
         self.cache.remove(&env);
+        if let Some(project_id) = parent.project() {
+            self.pin_created(crate::pins::Sighting {
+                level: crate::pins::Level::Environment,
+                parent: project_id.to_string(),
+                name: name.to_owned(),
+                id: id.to_string(),
+                epoch: Some(1),
+            });
+        }
         Ok(created)
     }
 
@@ -1107,6 +1173,14 @@ impl Client {
             .await
             .map_err(|s| self.status_error(s, Target::Environment(env)))?;
         self.cache.remove(env);
+        let ws = self.pinned_id(crate::pins::Level::Workspace, "", env.workspace());
+        let project =
+            ws.and_then(|w| self.pinned_id(crate::pins::Level::Project, &w, env.project()));
+        self.forget_scope(
+            crate::pins::Level::Environment,
+            project.as_deref(),
+            env.environment(),
+        );
         Ok(())
     }
 
@@ -1184,6 +1258,8 @@ impl Client {
         env: &EnvRef,
         keys: &pb::EnvironmentKeys,
     ) -> Result<EnvironmentChain> {
+        // Before any key is opened: a swapped scope or a hidden rotation is refused outright.
+        self.check_scopes(&crate::pins::environment_sightings(env, keys))?;
         EnvironmentChain::derive(
             keys,
             self.identity.principal(),

@@ -148,6 +148,43 @@ pub enum Error {
         /// The version served now.
         got: u64,
     },
+    /// A version's writer key is not the key its admission chain vouches for: the server
+    /// signed versions with a key of its own under a member's id (`crate::verified`).
+    #[error("versions attributed to {writer} (principal {principal}) are signed with a key its admission chain does not vouch for: the server may have forged them")]
+    WriterKeyMismatch {
+        /// The writer's label (email or name).
+        writer: String,
+        /// The writer's principal id.
+        principal: String,
+    },
+    /// A version's writer does not verify through the admission chain (`crate::verified`).
+    #[error("a version's writer does not verify, so its versions cannot be trusted: {detail}")]
+    WriterUnverified {
+        /// Why, naming the principals involved.
+        detail: String,
+    },
+    /// A scope name now resolves to another scope than the one this client pinned: the server
+    /// is passing one environment (or project, or workspace) off as another (`crate::pins`).
+    #[error("{scope} changed identity: this client knows it as {pinned}, the server now sends {got}; the server may be passing off another scope under this name")]
+    ScopeSwapped {
+        /// The scope, e.g. `environment 'prod'`.
+        scope: String,
+        /// The id pinned.
+        pinned: String,
+        /// The id served.
+        got: String,
+    },
+    /// A scope's key epoch is lower than one this client has seen: the server is hiding a key
+    /// rotation (`crate::pins`).
+    #[error("the key epoch of {scope} went back from {seen} to {got}: the server is hiding a key rotation")]
+    EpochRolledBack {
+        /// The scope, e.g. `environment 'prod'`.
+        scope: String,
+        /// The highest epoch seen.
+        seen: u32,
+        /// The epoch served.
+        got: u32,
+    },
     /// A secret's signature, chain or envelope does not check out.
     #[error("secret '{name}' failed verification")]
     Verification {
@@ -230,6 +267,10 @@ pub enum Error {
     /// `ZOPP_TOKEN` does not hold a principal token.
     #[error("ZOPP_TOKEN is not a valid principal token ({0})")]
     BadToken(String),
+    /// The principal token has the first token format, which binds no scope: it must be
+    /// minted again.
+    #[error("this principal token has an outdated format (version 1) that does not name what it was minted for")]
+    OutdatedToken,
     /// The server refused the principal token: revoked, expired or unknown.
     #[error("the principal token was refused: {0}")]
     TokenRefused(String),

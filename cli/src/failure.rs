@@ -344,6 +344,21 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             Some("do not trust this answer: the server's database may have been restored from an old backup or tampered with; tell your zopp administrator".into()),
             message,
         ),
+        Error::WriterKeyMismatch { .. } | Error::WriterUnverified { .. } => f(
+            EXIT_ERROR,
+            Some("nothing was read or written: do not trust this server's answer and tell your zopp administrator".into()),
+            message,
+        ),
+        Error::ScopeSwapped { .. } => f(
+            EXIT_ERROR,
+            Some("nothing was read or written: do not trust this server's answer and tell your zopp administrator; if the scope was deleted and created again on purpose, delete the `scopes-*.bin` files in $ZOPP_HOME/cache to trust the new one".into()),
+            message,
+        ),
+        Error::EpochRolledBack { .. } => f(
+            EXIT_ERROR,
+            Some("nothing was read or written: the server is serving a key that a rotation retired (a removed member may still hold it); tell your zopp administrator".into()),
+            message,
+        ),
         Error::Verification { .. } => f(
             EXIT_ERROR,
             Some("the server sent data its signatures do not vouch for: do not trust it, and tell your zopp administrator".into()),
@@ -395,6 +410,11 @@ pub fn describe(err: &CliError) -> Option<Failure> {
         Error::BadToken(_) => f(
             EXIT_USAGE,
             Some("set ZOPP_TOKEN to the zopp_… token printed by `zopp principal create-service`".into()),
+            message,
+        ),
+        Error::OutdatedToken => f(
+            EXIT_AUTH,
+            Some("mint a new token with `zopp principal create-service` and revoke the old principal with `zopp principal revoke`".into()),
             message,
         ),
         Error::TokenRefused(_) => f(

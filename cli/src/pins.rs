@@ -243,6 +243,411 @@ impl Client {
     }
 }
 
+/// Version byte of the scope-pin file layout.
+const SCOPES_V1: u8 = 1;
+/// Domain separation of the scope-pin file's tag.
+const SCOPES_CONTEXT: &[u8] = b"zopp/v1/scope-pins";
+/// Largest scope-pin file read back.
+const MAX_SCOPES_FILE: u64 = 4 * 1024 * 1024;
+
+/// A scope level, as pins name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// A workspace: its name is global on the server.
+    Workspace,
+    /// A project: its name is unique in its workspace.
+    Project,
+    /// An environment: its name is unique in its project.
+    Environment,
+}
+
+impl Level {
+    fn tag(self) -> &'static str {
+        match self {
+            Level::Workspace => "w",
+            Level::Project => "p",
+            Level::Environment => "e",
+        }
+    }
+    /// How messages name the level.
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            Level::Workspace => "workspace",
+            Level::Project => "project",
+            Level::Environment => "environment",
+        }
+    }
+}
+
+/// What one response says about one scope: its id under a name, and the key epoch it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Sighting {
+    /// Which level.
+    pub(crate) level: Level,
+    /// Id of the parent scope (empty for a workspace): names are unique only under it.
+    pub(crate) parent: String,
+    /// The scope's name.
+    pub(crate) name: String,
+    /// The id the response gives it.
+    pub(crate) id: String,
+    /// The key epoch (environments) or key generation (workspaces, projects) the response
+    /// serves; `None` when it serves no key of this scope.
+    pub(crate) epoch: Option<u32>,
+}
+
+/// A response that contradicts the pins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Tampering {
+    /// A name now resolves to another scope.
+    Swapped {
+        /// The scope, e.g. `environment 'prod'`.
+        scope: String,
+        /// The id pinned.
+        pinned: String,
+        /// The id served.
+        got: String,
+    },
+    /// A key epoch went down.
+    EpochBack {
+        /// The scope.
+        scope: String,
+        /// The highest epoch seen.
+        seen: u32,
+        /// The epoch served.
+        got: u32,
+    },
+}
+
+/// Everything pinned about scopes: name → id under each parent, and the highest key epoch seen
+/// of each scope id. Only ever raised, except when this client deletes a scope itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ScopeFloor {
+    /// `"{level}/{parent id}/{name}"` → id.
+    #[serde(default)]
+    pub(crate) ids: std::collections::BTreeMap<String, String>,
+    /// `"{level}/{id}"` → highest key epoch (or generation) seen.
+    #[serde(default)]
+    pub(crate) epochs: std::collections::BTreeMap<String, u32>,
+    /// Writers whose key this client verified through the admission chain, as
+    /// [`crate::verified::writer_entry`] (a warm read checks no chain again).
+    #[serde(default)]
+    pub(crate) writers: std::collections::BTreeSet<String>,
+}
+
+impl ScopeFloor {
+    fn name_key(s: &Sighting) -> String {
+        format!("{}/{}/{}", s.level.tag(), s.parent, s.name)
+    }
+    fn epoch_key(level: Level, id: &str) -> String {
+        format!("{}/{id}", level.tag())
+    }
+
+    /// The first contradiction between `sightings` and the pins, if any.
+    pub(crate) fn check(&self, sightings: &[Sighting]) -> Option<Tampering> {
+        for s in sightings {
+            let scope = format!("{} '{}'", s.level.noun(), s.name);
+            if let Some(pinned) = self.ids.get(&Self::name_key(s)) {
+                if *pinned != s.id {
+                    return Some(Tampering::Swapped {
+                        scope,
+                        pinned: pinned.clone(),
+                        got: s.id.clone(),
+                    });
+                }
+            }
+            if let (Some(got), Some(&seen)) =
+                (s.epoch, self.epochs.get(&Self::epoch_key(s.level, &s.id)))
+            {
+                if got < seen {
+                    return Some(Tampering::EpochBack { scope, seen, got });
+                }
+            }
+        }
+        None
+    }
+
+    /// Raises the pins to `sightings`; whether anything changed.
+    pub(crate) fn raise(&mut self, sightings: &[Sighting]) -> bool {
+        let mut changed = false;
+        for s in sightings {
+            let key = Self::name_key(s);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.ids.entry(key) {
+                e.insert(s.id.clone());
+                changed = true;
+            }
+            if let Some(got) = s.epoch {
+                let e = self
+                    .epochs
+                    .entry(Self::epoch_key(s.level, &s.id))
+                    .or_insert(0);
+                if got > *e {
+                    *e = got;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Forgets the name `name` under `parent` at `level` (this client deleted that scope, so a
+    /// new one may take the name); whether anything changed.
+    pub(crate) fn forget(&mut self, level: Level, parent: &str, name: &str) -> bool {
+        let key = format!("{}/{parent}/{name}", level.tag());
+        self.ids.remove(&key).is_some()
+    }
+
+    /// The pins a principal token carries: names to ids along the scope it was minted for,
+    /// and the key epoch floors it knew.
+    pub(crate) fn of_token(b: &zopp_crypto::token::TokenBinding) -> Self {
+        use zopp_crypto::ids::{ProjectId, WorkspaceId};
+        let mut floor = Self::default();
+        let ws = WorkspaceId::from_bytes(b.workspace.id).to_string();
+        let mut add =
+            |level: Level, parent: &str, scope: &zopp_crypto::token::BoundScope, id: String| {
+                floor.raise(&[Sighting {
+                    level,
+                    parent: parent.to_owned(),
+                    name: scope.name.clone(),
+                    id,
+                    epoch: (scope.epoch_floor > 0).then_some(scope.epoch_floor),
+                }]);
+            };
+        add(Level::Workspace, "", &b.workspace, ws.clone());
+        if let Some(p) = &b.project {
+            let pid = ProjectId::from_bytes(p.id).to_string();
+            add(Level::Project, &ws, p, pid.clone());
+            for e in &b.environments {
+                add(
+                    Level::Environment,
+                    &pid,
+                    e,
+                    EnvironmentId::from_bytes(e.id).to_string(),
+                );
+            }
+        }
+        floor
+    }
+
+    /// The id pinned for `name` under `parent` at `level`.
+    pub(crate) fn id_of(&self, level: Level, parent: &str, name: &str) -> Option<&str> {
+        self.ids
+            .get(&format!("{}/{parent}/{name}", level.tag()))
+            .map(String::as_str)
+    }
+}
+
+/// The scope-pin file of one identity on one server (FORMAT.md has no section for it: it is
+/// local state, like the verified-signature cache).
+///
+/// Layout: `0x01 ‖ tag (32) ‖ JSON of [`ScopeFloor`]`; the tag is the HMAC of the JSON under the
+/// same local key as the environment pins, bound to the server and principal.
+pub(crate) struct ScopePins {
+    /// `None` in principal-token mode: nothing on disk, the floor comes from the token.
+    pub(crate) path: Option<PathBuf>,
+    dir: PathBuf,
+    key: LocalKey,
+    context: Vec<u8>,
+}
+
+impl ScopePins {
+    fn tag(&self, body: &[u8]) -> [u8; 32] {
+        let mut data = Vec::with_capacity(self.context.len() + body.len());
+        data.extend_from_slice(&self.context);
+        data.extend_from_slice(body);
+        self.key.tag(&data)
+    }
+
+    /// The pins on disk; empty when there is no valid file.
+    pub(crate) fn load(&self) -> ScopeFloor {
+        let Some(path) = &self.path else {
+            return ScopeFloor::default();
+        };
+        let Ok(bytes) = read_bounded(path, MAX_SCOPES_FILE) else {
+            return ScopeFloor::default();
+        };
+        let Some((&SCOPES_V1, rest)) = bytes.split_first() else {
+            return ScopeFloor::default();
+        };
+        if rest.len() < 32 {
+            return ScopeFloor::default();
+        }
+        let (tag, body) = rest.split_at(32);
+        if !zopp_crypto::ct_eq(tag, &self.tag(body)) {
+            return ScopeFloor::default();
+        }
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// Records `floor`. A failure only weakens the next check, so it is logged, not returned.
+    pub(crate) fn store(&self, floor: &ScopeFloor) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let body = serde_json::to_vec(floor).expect("plain maps serialize");
+        let mut bytes = Vec::with_capacity(33 + body.len());
+        bytes.push(SCOPES_V1);
+        bytes.extend_from_slice(&self.tag(&body));
+        bytes.extend_from_slice(&body);
+        let result = create_private_dir(&self.dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| replace_private(path, &bytes).map_err(|e| e.to_string()));
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot update the scope pins");
+        }
+    }
+}
+
+/// The error a contradiction becomes.
+pub(crate) fn tampering_error(t: Tampering) -> crate::error::Error {
+    match t {
+        Tampering::Swapped { scope, pinned, got } => {
+            crate::error::Error::ScopeSwapped { scope, pinned, got }
+        }
+        Tampering::EpochBack { scope, seen, got } => {
+            crate::error::Error::EpochRolledBack { scope, seen, got }
+        }
+    }
+}
+
+impl Client {
+    /// The scope pins of this client's identity and server.
+    pub(crate) fn scope_pins(&self) -> ScopePins {
+        let mut context = Vec::with_capacity(128);
+        for part in [
+            SCOPES_CONTEXT,
+            self.server().url().as_bytes(),
+            self.identity().principal().as_bytes(),
+        ] {
+            context.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            context.extend_from_slice(part);
+        }
+        let name = format!(
+            "scopes-{}.bin",
+            hex::encode(&zopp_crypto::sha256(&context)[..16])
+        );
+        let dir = self.cache().dir().to_owned();
+        ScopePins {
+            path: self.cache().enabled().then(|| dir.join(name)),
+            dir,
+            key: LocalKey::derive(&self.identity().keys().agreement, VERIFIED_CACHE_LABEL),
+            context,
+        }
+    }
+
+    /// Checks what a response says about scopes against the pins (and, in principal-token
+    /// mode, against the floor the token carries), then raises the pins.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::ScopeSwapped`] when a name now resolves to another id;
+    /// [`crate::error::Error::EpochRolledBack`] when a key epoch went down.
+    pub(crate) fn check_scopes(&self, sightings: &[Sighting]) -> crate::error::Result<()> {
+        if let Some(t) = self.token_floor().and_then(|f| f.check(sightings)) {
+            return Err(tampering_error(t));
+        }
+        let pins = self.scope_pins();
+        if pins.path.is_none() {
+            return Ok(());
+        }
+        let mut floor = pins.load();
+        if let Some(t) = floor.check(sightings) {
+            return Err(tampering_error(t));
+        }
+        if floor.raise(sightings) {
+            pins.store(&floor);
+        }
+        Ok(())
+    }
+
+    /// Forgets a name this client just deleted, so that creating it again starts afresh.
+    pub(crate) fn forget_scope(&self, level: Level, parent: Option<&str>, name: &str) {
+        let pins = self.scope_pins();
+        let mut floor = pins.load();
+        let parent = match (level, parent) {
+            (Level::Workspace, _) => String::new(),
+            (_, Some(p)) => p.to_owned(),
+            (_, None) => return,
+        };
+        if floor.forget(level, &parent, name) {
+            pins.store(&floor);
+        }
+    }
+
+    /// Pins a scope this client just created: it knows the id first-hand, so it replaces
+    /// whatever the name was pinned to (a scope of that name deleted by someone else).
+    pub(crate) fn pin_created(&self, sighting: Sighting) {
+        let pins = self.scope_pins();
+        let mut floor = pins.load();
+        floor.forget(sighting.level, &sighting.parent, &sighting.name);
+        floor.raise(std::slice::from_ref(&sighting));
+        pins.store(&floor);
+    }
+
+    /// The id pinned for a name, if any (to find a deleted scope's children).
+    pub(crate) fn pinned_id(&self, level: Level, parent: &str, name: &str) -> Option<String> {
+        self.scope_pins()
+            .load()
+            .id_of(level, parent, name)
+            .map(str::to_owned)
+    }
+}
+
+/// What an environment key chain says about its three scopes.
+pub(crate) fn environment_sightings(
+    env: &crate::scope::EnvRef,
+    keys: &zopp_proto::v1::EnvironmentKeys,
+) -> [Sighting; 3] {
+    [
+        Sighting {
+            level: Level::Workspace,
+            parent: String::new(),
+            name: env.workspace().to_owned(),
+            id: keys.workspace_id.clone(),
+            epoch: None,
+        },
+        Sighting {
+            level: Level::Project,
+            parent: keys.workspace_id.clone(),
+            name: env.project().to_owned(),
+            id: keys.project_id.clone(),
+            epoch: None,
+        },
+        Sighting {
+            level: Level::Environment,
+            parent: keys.project_id.clone(),
+            name: env.environment().to_owned(),
+            id: keys.environment_id.clone(),
+            epoch: Some(keys.key_epoch),
+        },
+    ]
+}
+
+/// What a workspace or project key chain says: the workspace, and the project when one was
+/// named; the generation belongs to the deepest of them.
+pub(crate) fn scope_sightings(
+    workspace: &str,
+    project: Option<&str>,
+    keys: &zopp_proto::v1::ScopeKeys,
+) -> Vec<Sighting> {
+    let generation = keys.key_epoch.max(1);
+    let mut out = vec![Sighting {
+        level: Level::Workspace,
+        parent: String::new(),
+        name: workspace.to_owned(),
+        id: keys.workspace_id.clone(),
+        epoch: project.is_none().then_some(generation),
+    }];
+    if let Some(p) = project {
+        out.push(Sighting {
+            level: Level::Project,
+            parent: keys.workspace_id.clone(),
+            name: p.to_owned(),
+            id: keys.project_id.clone(),
+            epoch: Some(generation),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

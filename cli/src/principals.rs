@@ -5,10 +5,10 @@
 use rand_core::OsRng;
 use tonic::{Code, Response};
 use zeroize::Zeroizing;
-use zopp_crypto::ids::PrincipalId;
+use zopp_crypto::ids::{PrincipalId, WorkspaceId};
 use zopp_crypto::keys::{PrincipalKeys, VerifyingKey};
 use zopp_crypto::sign::admission_message;
-use zopp_crypto::token::{split, PrincipalToken};
+use zopp_crypto::token::{split, BoundScope, PrincipalToken, TokenBinding};
 use zopp_crypto::wrap::wrap_to_recipient;
 use zopp_proto::v1 as pb;
 
@@ -96,9 +96,11 @@ impl Client {
             ));
         }
         // Refused here (with the role it needs) before any key is fetched.
-        self.get_principals_for(Some(scope.workspace()), None, &[], Some((scope, role)))
+        let described = self
+            .get_principals_for(Some(scope.workspace()), None, &[], Some((scope, role)))
             .await?;
         let material = self.scope_key(scope).await?;
+        let binding = self.token_binding(scope, &material, &described).await?;
         let keys = PrincipalKeys::generate(&mut OsRng);
         let id = PrincipalId::random(&mut OsRng);
         let signing_pub = keys.signing.verifying_key();
@@ -155,9 +157,96 @@ impl Client {
             principal: id,
             signing: keys.signing.clone(),
             share: token_share,
+            binding,
         }
         .encode();
         Ok(CreatedService { token, principal })
+    }
+
+    /// What a new token for `scope` is bound to (FORMAT.md §10): the workspace root, verified
+    /// like any admission chain root; the ids of the scope and its parents, checked against
+    /// this client's pins; the key epochs it serves now as floors; and, for a project or an
+    /// environment, the environments of the project (so a holder of the token cannot be given
+    /// one environment for another).
+    async fn token_binding(
+        &self,
+        scope: &ScopeSpec,
+        material: &crate::teams::ScopeKeyMaterial,
+        described: &pb::GetPrincipalsResponse,
+    ) -> Result<TokenBinding> {
+        let bad = |what: &str| Error::BadResponse(format!("the server sent an invalid {what} id"));
+        let creator = PrincipalId::try_parse(&described.workspace_creator_id)
+            .map_err(|_| bad("workspace creator"))?;
+        let resp = self
+            .get_principals(Some(scope.workspace()), None, &[creator])
+            .await?;
+        let (root, _) = self.verify_principals(&resp, &[creator], &[])?;
+        let root = root
+            .first()
+            .ok_or_else(|| Error::BadResponse("the workspace creator is missing".into()))?;
+        let id16 = |text: &str, what: &str| {
+            WorkspaceId::try_parse(text)
+                .map(|u| *u.as_bytes())
+                .map_err(|_| bad(what))
+        };
+        let workspace = BoundScope {
+            name: scope.workspace().to_owned(),
+            id: id16(&material.workspace_id, "workspace")?,
+            epoch_floor: if scope.project().is_none() {
+                material.epoch
+            } else {
+                0
+            },
+        };
+        let mut binding = TokenBinding {
+            root: root.id,
+            root_key: root.signing.to_bytes(),
+            workspace,
+            project: None,
+            environments: Vec::new(),
+        };
+        let (Some(project), Some(project_id)) = (scope.project(), &material.project_id) else {
+            return Ok(binding);
+        };
+        binding.project = Some(BoundScope {
+            name: project.to_owned(),
+            id: id16(project_id, "project")?,
+            epoch_floor: if scope.environment().is_none() {
+                material.epoch
+            } else {
+                0
+            },
+        });
+        let envs = self.list_environments(scope.workspace(), project).await?;
+        let mut sightings = Vec::with_capacity(envs.len());
+        for e in &envs {
+            if scope.environment().is_some_and(|only| only != e.name) {
+                continue;
+            }
+            let epoch = if scope.environment().is_some() {
+                material.epoch
+            } else {
+                e.key_epoch
+            };
+            sightings.push(crate::pins::Sighting {
+                level: crate::pins::Level::Environment,
+                parent: project_id.clone(),
+                name: e.name.clone(),
+                id: e.id.clone(),
+                epoch: Some(epoch),
+            });
+            binding.environments.push(BoundScope {
+                name: e.name.clone(),
+                id: id16(&e.id, "environment")?,
+                epoch_floor: epoch,
+            });
+        }
+        if binding.environments.len() > zopp_crypto::token::MAX_BOUND_ENVIRONMENTS {
+            binding.environments.clear();
+        }
+        // What the server lists must agree with what this client has seen.
+        self.check_scopes(&sightings)?;
+        Ok(binding)
     }
 
     /// Revokes a principal (a service principal, or one of this user's devices) and reports

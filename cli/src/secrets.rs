@@ -187,7 +187,30 @@ fn claims(env: EnvironmentId, v: &pb::SecretVersion) -> Option<VersionClaims<'_>
         envelope: &v.envelope,
         prev_hash: v.prev_hash.as_slice().try_into().ok()?,
         writer: parse_principal(&v.writer_principal_id)?,
+        env_version: v.env_version,
+        created_at_ms: v.created_at_ms,
     })
+}
+
+/// This machine's clock in unix ms: the time a writer signs into its versions.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether a version's signed point in history fits the state it was served in: an
+/// environment version at most the state's, and for a point-in-time read at most the point
+/// asked for (FORMAT.md §7). The server cannot move a version in history without breaking its
+/// signature, so this is what a "state at N" or "state at T" answer must satisfy.
+fn fits_point(v: &pb::SecretVersion, state_env_version: u64, at: At) -> bool {
+    v.env_version >= 1
+        && v.env_version <= state_env_version
+        && match at {
+            At::Now => true,
+            At::EnvVersion(n) => v.env_version <= n,
+            At::Time(ms) => v.created_at_ms <= ms.max(1),
+        }
 }
 
 /// Opens a version's envelope and checks that the name inside digests to the stored digest, so
@@ -334,12 +357,16 @@ struct Lookup<T> {
     chain: EnvironmentChain,
     digest: NameDigest,
     response: Option<T>,
+    /// The environment's version when the server answered (what the next write follows).
+    env_version: u64,
 }
 
 /// The verified head of a secret, which the next write appends to.
 pub(crate) struct Head {
     pub(crate) chain: EnvironmentChain,
     pub(crate) digest: NameDigest,
+    /// The environment's version when the head was read: the next write claims the one after.
+    pub(crate) env_version: u64,
     /// `(version, hash, deleted)` of the newest version, if any.
     pub(crate) latest: Option<(u64, [u8; 32], bool)>,
 }
@@ -432,11 +459,13 @@ impl Client {
                 Ok(resp) => {
                     // Usually the response carries the very chain already derived: skip the
                     // key agreement and the cache update.
+                    let env_version = resp.keys().map_or(0, |k| k.env_version);
                     if resp.keys().is_some_and(|k| same_chain(k, &keys)) {
                         return Ok(Lookup {
                             chain,
                             digest,
                             response: Some(resp),
+                            env_version,
                         });
                     }
                     let current = self.adopt(env, resp.keys())?;
@@ -456,6 +485,7 @@ impl Client {
                         chain: current,
                         digest,
                         response: Some(resp),
+                        env_version,
                     });
                 }
                 Err(s) if s.code() == Code::NotFound => {
@@ -483,6 +513,7 @@ impl Client {
                         chain,
                         digest,
                         response: None,
+                        env_version: keys.env_version,
                     });
                 }
                 Err(s) => return Err(self.status_error(s, target)),
@@ -588,6 +619,44 @@ impl Client {
     }
 }
 
+/// The writers of `versions`, each once, as the response describes them.
+fn named_writers<'a>(
+    writers: &'a [pb::PrincipalPublic],
+    versions: impl Iterator<Item = &'a pb::SecretVersion>,
+) -> Vec<&'a pb::PrincipalPublic> {
+    let mut out: Vec<&pb::PrincipalPublic> = Vec::new();
+    for v in versions {
+        if out.iter().any(|w| w.principal_id == v.writer_principal_id) {
+            continue;
+        }
+        if let Some(w) = writers
+            .iter()
+            .find(|w| w.principal_id == v.writer_principal_id)
+        {
+            out.push(w);
+        }
+    }
+    out
+}
+
+impl Client {
+    /// [`Client::vouch_writers`] for the one writer of a `GetSecret` answer.
+    async fn vouch_single(
+        &self,
+        env: &EnvRef,
+        lookup: &Lookup<pb::GetSecretResponse>,
+        resp: &pb::GetSecretResponse,
+    ) -> Result<()> {
+        match &resp.writer {
+            Some(w) => {
+                self.vouch_writers(env, &lookup.chain.workspace().to_string(), &[w])
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 /// Verifies a `GetSecret` answer for `digest` in environment `env`: the version is the one
 /// asked for, its writer signed it, and it links to the previous version the server sent
 /// along. Returns the version's hash and writer.
@@ -614,6 +683,7 @@ fn verify_answer(
             let pc = claims(env, prev).ok_or_else(fail)?;
             if prev.version + 1 != v.version
                 || prev.name_digest != v.name_digest
+                || prev.env_version >= v.env_version
                 || pc.hash(&prev.signature).as_slice() != v.prev_hash.as_slice()
             {
                 return Err(fail());
@@ -677,6 +747,7 @@ impl Client {
                 .await?;
             let resp = lookup.response.as_ref().ok_or_else(not_found)?;
             let (_, writer) = self.verify_single(&lookup, resp, name, version)?;
+            self.vouch_single(env, &lookup, resp).await?;
             let v = resp.secret.as_ref().expect("checked by verify_single");
             if version.is_none() {
                 // The latest version must not be older than one this client has seen.
@@ -730,6 +801,7 @@ impl Client {
             None => None,
             Some(resp) => {
                 let (hash, _) = self.verify_single(&lookup, resp, name, None)?;
+                self.vouch_single(env, &lookup, resp).await?;
                 let v = resp.secret.as_ref().expect("checked by verify_single");
                 Some((v.version, hash, v.deleted))
             }
@@ -737,6 +809,7 @@ impl Client {
         Ok(Head {
             chain: lookup.chain,
             digest: lookup.digest,
+            env_version: lookup.env_version,
             latest,
         })
     }
@@ -769,6 +842,8 @@ impl Client {
             None => Vec::new(),
         };
         let prev_hash = head.latest.map_or(ZERO_HASH, |(_, h, _)| h);
+        let env_version = head.env_version + 1;
+        let created_at_ms = now_ms();
         let claims = VersionClaims {
             environment: chain.environment(),
             name_digest: head.digest,
@@ -778,6 +853,8 @@ impl Client {
             envelope: &envelope,
             prev_hash,
             writer: self.identity().principal(),
+            env_version,
+            created_at_ms,
         };
         let signature = claims.sign(&self.identity().keys().signing).to_vec();
         let req = self.signed(
@@ -793,6 +870,8 @@ impl Client {
                     deleted: payload.is_none(),
                     prev_hash: prev_hash.to_vec(),
                     signature,
+                    env_version,
+                    created_at_ms,
                 }],
                 if_env_version: 0,
             },
@@ -942,7 +1021,14 @@ impl Client {
         let env_id = lookup.chain.environment();
         let writers = Writers::new(&resp.writers);
         verify_many(env_id, &resp.versions, &writers, |_| name.to_owned())?;
+        self.vouch_writers(
+            env,
+            &lookup.chain.workspace().to_string(),
+            &named_writers(&resp.writers, resp.versions.iter()),
+        )
+        .await?;
         let mut prev = ZERO_HASH;
+        let mut prev_env_version = 0;
         let mut records = Vec::with_capacity(resp.versions.len());
         // A retention limit may have pruned the oldest versions, so the history can start
         // after version 1; from there on nothing may be missing.
@@ -952,13 +1038,16 @@ impl Client {
             // Versions must run first, first + 1… each chained to the one before: nothing
             // dropped, reordered or spliced in. Version 1 must start a chain.
             let chained = i > 0 || v.version == 1;
+            // Each write of a secret is a later point in the environment's history.
             if v.version != first + i as u64
                 || v.name_digest != lookup.digest.as_bytes()
                 || (chained && c.prev_hash != prev)
+                || v.env_version <= prev_env_version
             {
                 return Err(fail());
             }
             prev = c.hash(&v.signature);
+            prev_env_version = v.env_version;
             let payload = if v.deleted {
                 None
             } else {
@@ -986,6 +1075,7 @@ impl Client {
             latest: Some((last.version, prev, last.is_deleted())),
             chain: lookup.chain,
             digest: lookup.digest,
+            env_version: lookup.env_version,
         };
         Ok((head, records))
     }
@@ -1164,6 +1254,12 @@ impl Client {
             }
         }
         verify_some(env_id, &resp.secrets, &todo, &writers, name_of)?;
+        self.vouch_writers(
+            env,
+            &chain.workspace().to_string(),
+            &named_writers(&resp.writers, resp.secrets.iter()),
+        )
+        .await?;
         verified.store(entries, &known);
         let mut secrets = Vec::with_capacity(resp.secrets.len());
         let mut heads = HashMap::with_capacity(resp.secrets.len());
@@ -1171,6 +1267,12 @@ impl Client {
             let fail = || Error::Verification {
                 name: digest_label(v),
             };
+            if !fits_point(v, resp.env_version, at) {
+                // Signed, but not at the point in history the server says it answers for.
+                return Err(Error::Verification {
+                    name: open(&chain, v).map_or_else(|| digest_label(v), |p| p.name().to_owned()),
+                });
+            }
             if v.deleted {
                 // A tombstone is not a live secret; the server should not send one.
                 return Err(fail());

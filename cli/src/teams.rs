@@ -262,6 +262,10 @@ pub(crate) struct ScopeKeyMaterial {
     pub scope_id: String,
     /// Its epoch (environments) or generation (workspaces, projects), as grants record it.
     pub epoch: u32,
+    /// Id of its workspace (the scope itself for a workspace).
+    pub workspace_id: String,
+    /// Id of its project (the scope itself for a project; `None` for a workspace).
+    pub project_id: Option<String>,
 }
 
 /// What a grant did.
@@ -376,7 +380,14 @@ impl Client {
     pub(crate) fn trust_store(&self) -> Result<TrustStore> {
         match self.home() {
             Some(home) => TrustStore::load(home),
-            None => Ok(TrustStore::in_memory()),
+            None => {
+                let mut store = TrustStore::in_memory();
+                // A principal token carries the workspace root it was minted under.
+                if let Some((ws, root, key)) = self.token_root() {
+                    store.pin_workspace(ws, root, &key);
+                }
+                Ok(store)
+            }
         }
     }
 
@@ -412,6 +423,7 @@ impl Client {
     pub(crate) async fn scope_key(&self, scope: &ScopeSpec) -> Result<ScopeKeyMaterial> {
         if let Some(env) = scope.env_ref() {
             let keys = self.environment_keys(&env).await?;
+            self.check_scopes(&crate::pins::environment_sightings(&env, &keys))?;
             let current = CurrentEnvironmentKey::derive(
                 &keys,
                 self.identity().principal(),
@@ -430,6 +442,8 @@ impl Client {
                 scope_id: current.environment.to_string(),
                 epoch: current.epoch,
                 key: current.key,
+                workspace_id: keys.workspace_id.clone(),
+                project_id: Some(keys.project_id.clone()),
             });
         }
         let chain = self.scope_chain(scope.workspace(), scope.project()).await?;
@@ -442,6 +456,8 @@ impl Client {
             scope_id,
             epoch: chain.generation(),
             key: chain.key().clone(),
+            workspace_id: chain.workspace().to_string(),
+            project_id: chain.project().map(|p| p.to_string()),
         })
     }
 

@@ -18,10 +18,13 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use zopp_crypto::ids::PrincipalId;
 use zopp_crypto::keys::VerifyingKey;
 use zopp_crypto::local::{LocalKey, VERIFIED_CACHE_LABEL};
+use zopp_proto::v1 as pb;
 
 use crate::client::Client;
+use crate::error::{Error, Result};
 use crate::home::{create_private_dir, read_bounded, replace_private, Identity};
 use crate::scope::EnvRef;
 
@@ -165,6 +168,100 @@ impl Client {
         // A disabled key cache has no directory: writing would land in the working directory.
         cache.enabled = self.cache().enabled();
         cache
+    }
+}
+
+/// Domain separation of a verified writer's entry.
+const WRITER_LABEL: &[u8] = b"zopp/v1/verified-writer";
+
+/// The entry recording that principal `principal` of workspace `workspace`, with signing key
+/// `key`, verified through the workspace's admission chain.
+pub(crate) fn writer_entry(workspace: &str, principal: &str, key: &[u8]) -> String {
+    let mut b =
+        Vec::with_capacity(WRITER_LABEL.len() + 12 + workspace.len() + principal.len() + key.len());
+    for part in [
+        WRITER_LABEL,
+        workspace.as_bytes(),
+        principal.as_bytes(),
+        key,
+    ] {
+        b.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        b.extend_from_slice(part);
+    }
+    hex::encode(zopp_crypto::sha256(&b))
+}
+
+impl Client {
+    /// Checks that every writer key in `writers` belongs to a principal whose admission chain
+    /// verifies to the workspace's pinned root (FORMAT.md §6, §7), not merely a key the server
+    /// sent along: a server that signs versions with a key of its own, under a member's id, is
+    /// refused. Writers verified before cost nothing (they are kept with the scope pins); new
+    /// ones cost one `GetPrincipals` round trip for all of them.
+    ///
+    /// A writer removed since stays a valid writer of what it wrote while admitted.
+    ///
+    /// # Errors
+    /// [`Error::Untrusted`] when a chain does not verify; [`Error::WriterKeyMismatch`] when the
+    /// server presents another key than the chain vouches for; transport errors.
+    pub(crate) async fn vouch_writers(
+        &self,
+        env: &EnvRef,
+        workspace_id: &str,
+        writers: &[&pb::PrincipalPublic],
+    ) -> Result<()> {
+        let pins = self.scope_pins();
+        let mut floor = pins.load();
+        let mut unknown: Vec<(&pb::PrincipalPublic, String, PrincipalId)> = Vec::new();
+        for w in writers {
+            let entry = writer_entry(workspace_id, &w.principal_id, &w.signing_key);
+            if floor.writers.contains(&entry) || unknown.iter().any(|(_, e, _)| *e == entry) {
+                continue;
+            }
+            let id = PrincipalId::try_parse(&w.principal_id)
+                .map_err(|_| Error::BadResponse("the server sent an invalid writer id".into()))?;
+            unknown.push((w, entry, id));
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PrincipalId> = unknown.iter().map(|(_, _, id)| *id).collect();
+        let mut described = self
+            .get_principals(Some(env.workspace()), None, &ids)
+            .await?;
+        if described.workspace_id != workspace_id {
+            return Err(Error::BadResponse(
+                "the server describes the writers of another workspace".into(),
+            ));
+        }
+        for info in &mut described.principals {
+            let Some(p) = info.principal.as_mut() else {
+                continue;
+            };
+            if unknown
+                .iter()
+                .any(|(w, _, _)| w.principal_id == p.principal_id)
+            {
+                p.revoked = false;
+                info.revoked_at_ms = 0;
+            }
+        }
+        let (verified, _) = self
+            .verify_principals(&described, &ids, &[])
+            .map_err(|e| match e {
+                Error::Untrusted { message, .. } => Error::WriterUnverified { detail: message },
+                other => other,
+            })?;
+        for ((w, entry, _), trusted) in unknown.into_iter().zip(&verified) {
+            if trusted.signing.to_bytes().as_slice() != w.signing_key.as_slice() {
+                return Err(Error::WriterKeyMismatch {
+                    writer: crate::trust::label(w),
+                    principal: w.principal_id.clone(),
+                });
+            }
+            floor.writers.insert(entry);
+        }
+        pins.store(&floor);
+        Ok(())
     }
 }
 

@@ -170,6 +170,7 @@ impl Client {
         // Names coming back after a deletion continue their chain after the tombstone.
         let added: Vec<&str> = outcome.added.iter().map(String::as_str).collect();
         let deleted = self.deleted_heads(env, &current.chain, &added).await?;
+        let point = crate::bulk::WritePoint::after(base);
         let writes: Vec<pb::SecretWrite> = plan
             .iter()
             .map(|(name, record)| {
@@ -181,6 +182,7 @@ impl Client {
                 seal_version(
                     self.identity(),
                     &current.chain,
+                    point,
                     name,
                     version,
                     prev_hash,

@@ -88,12 +88,19 @@ pub struct VersionClaims<'a> {
     pub prev_hash: [u8; 32],
     /// The writer.
     pub writer: PrincipalId,
+    /// The environment version this version's write produces: the writer signs the point in
+    /// history its write takes, so `--at-version` reads can be checked.
+    pub env_version: u64,
+    /// When the writer made it (unix ms, the writer's clock): `--at` reads are checked
+    /// against it.
+    pub created_at_ms: i64,
 }
 
 impl VersionClaims<'_> {
     /// The signed message.
     pub fn message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(VERSION_LABEL.len() + 16 + 32 + 8 + 4 + 1 + 32 + 32 + 16);
+        let mut m =
+            Vec::with_capacity(VERSION_LABEL.len() + 16 + 32 + 8 + 4 + 1 + 32 + 32 + 16 + 8 + 8);
         m.extend_from_slice(VERSION_LABEL);
         m.extend_from_slice(self.environment.as_bytes());
         m.extend_from_slice(self.name_digest.as_bytes());
@@ -103,6 +110,8 @@ impl VersionClaims<'_> {
         m.extend_from_slice(&sha256(self.envelope));
         m.extend_from_slice(&self.prev_hash);
         m.extend_from_slice(self.writer.as_bytes());
+        m.extend_from_slice(&self.env_version.to_be_bytes());
+        m.extend_from_slice(&self.created_at_ms.to_be_bytes());
         m
     }
     /// Signs the claims as their writer.
@@ -268,6 +277,8 @@ mod tests {
             envelope,
             prev_hash: [0x77; 32],
             writer: PrincipalId::from_bytes(WRITER),
+            env_version: 9,
+            created_at_ms: 1_790_000_000_000,
         }
     }
 
@@ -284,6 +295,8 @@ mod tests {
         want.extend_from_slice(&sha256(b"sealed"));
         want.extend_from_slice(&[0x77; 32]);
         want.extend_from_slice(&WRITER);
+        want.extend_from_slice(&9u64.to_be_bytes());
+        want.extend_from_slice(&1_790_000_000_000i64.to_be_bytes());
         assert_eq!(m, want);
         let sig = c.sign(&key());
         let mut h = b"zopp/v1/version-hash".to_vec();
@@ -316,6 +329,12 @@ mod tests {
     fn writer(c: &mut VersionClaims<'_>) {
         c.writer = PrincipalId::from_bytes([0xa2; 16]);
     }
+    fn env_version(c: &mut VersionClaims<'_>) {
+        c.env_version = 8;
+    }
+    fn created_at(c: &mut VersionClaims<'_>) {
+        c.created_at_ms -= 1;
+    }
 
     #[rstest]
     #[case::environment(environment)]
@@ -326,6 +345,8 @@ mod tests {
     #[case::envelope(envelope)]
     #[case::prev_hash(prev_hash)]
     #[case::writer(writer)]
+    #[case::env_version(env_version)]
+    #[case::created_at(created_at)]
     fn altered_version_claims_fail(#[case] change: fn(&mut VersionClaims<'_>)) {
         let c = claims(b"sealed");
         let sig = c.sign(&key());

@@ -16,7 +16,6 @@ use crate::{CryptoError, Result};
 
 /// Prefix of every principal token.
 pub const TOKEN_PREFIX: &str = "zopp_";
-const RAW_LEN: usize = 1 + 16 + 32 + 32;
 
 /// One 32-byte share of a split X25519 secret.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -66,6 +65,121 @@ pub fn is_format_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
+/// Version byte of the token layout: 0x02 binds what the token was minted for.
+pub const TOKEN_V2: u8 = 0x02;
+/// The first token layout (no binding), refused since 0x02: the holder must mint a new token.
+pub const TOKEN_V1: u8 = FORMAT_V1;
+/// Bytes before the binding: version, principal id, signing seed, token share.
+const CORE_LEN: usize = 1 + 16 + 32 + 32;
+/// Environments one token can be bound to.
+pub const MAX_BOUND_ENVIRONMENTS: usize = 64;
+/// Longest scope name a binding holds (names are at most 64 bytes).
+const MAX_NAME: usize = 255;
+
+/// Scope levels in a binding (the same numbers as the key-context kinds, FORMAT.md §3.1).
+const LEVEL_WORKSPACE: u8 = 1;
+const LEVEL_PROJECT: u8 = 2;
+const LEVEL_ENVIRONMENT: u8 = 3;
+
+/// One scope a token was minted for: its name, its id, and the lowest key epoch (or, for a
+/// workspace or project, key generation) a client holding the token may accept for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundScope {
+    /// The scope's name (as `-w`/`-p`/`-e` give it).
+    pub name: String,
+    /// The scope's id.
+    pub id: [u8; 16],
+    /// Key epoch floor; 0 when the minter did not know it.
+    pub epoch_floor: u32,
+}
+
+/// What a token was minted for (FORMAT.md §10): a client in principal-token mode keeps nothing
+/// on disk, so these are its pins. A server answer that names another id for one of these
+/// scopes, a key epoch below a floor, or another workspace root, is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBinding {
+    /// The workspace's root: the principal that created it.
+    pub root: PrincipalId,
+    /// The root's Ed25519 public key (its fingerprint is what users compare).
+    pub root_key: [u8; 32],
+    /// The workspace.
+    pub workspace: BoundScope,
+    /// The project, when the token was minted for a project or an environment.
+    pub project: Option<BoundScope>,
+    /// Environments of that project with their ids and epoch floors (at most
+    /// [`MAX_BOUND_ENVIRONMENTS`]).
+    pub environments: Vec<BoundScope>,
+}
+
+impl TokenBinding {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.root.as_bytes());
+        out.extend_from_slice(&self.root_key);
+        let scopes = std::iter::once((LEVEL_WORKSPACE, &self.workspace))
+            .chain(self.project.iter().map(|p| (LEVEL_PROJECT, p)))
+            .chain(self.environments.iter().map(|e| (LEVEL_ENVIRONMENT, e)));
+        let count = 1 + usize::from(self.project.is_some()) + self.environments.len();
+        out.push(u8::try_from(count).expect("bounded by MAX_BOUND_ENVIRONMENTS"));
+        for (level, scope) in scopes {
+            out.push(level);
+            out.extend_from_slice(&scope.id);
+            out.extend_from_slice(&scope.epoch_floor.to_be_bytes());
+            let name = &scope.name.as_bytes()[..scope.name.len().min(MAX_NAME)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
+    }
+
+    fn parse(mut b: &[u8]) -> Option<Self> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if b.len() < n {
+                return None;
+            }
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Some(head)
+        }
+        let root = PrincipalId::from_bytes(take(&mut b, 16)?.try_into().ok()?);
+        let root_key: [u8; 32] = take(&mut b, 32)?.try_into().ok()?;
+        let count = usize::from(*take(&mut b, 1)?.first()?);
+        let mut workspace = None;
+        let mut project = None;
+        let mut environments = Vec::new();
+        for i in 0..count {
+            let level = *take(&mut b, 1)?.first()?;
+            let id: [u8; 16] = take(&mut b, 16)?.try_into().ok()?;
+            let epoch_floor = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+            let len = usize::from(*take(&mut b, 1)?.first()?);
+            let name = std::str::from_utf8(take(&mut b, len)?).ok()?.to_owned();
+            if name.is_empty() {
+                return None;
+            }
+            let scope = BoundScope {
+                name,
+                id,
+                epoch_floor,
+            };
+            // Workspace first, then at most one project, then its environments.
+            match (level, i) {
+                (LEVEL_WORKSPACE, 0) => workspace = Some(scope),
+                (LEVEL_PROJECT, 1) => project = Some(scope),
+                (LEVEL_ENVIRONMENT, n) if n >= 2 && project.is_some() => environments.push(scope),
+                _ => return None,
+            }
+        }
+        if !b.is_empty() || environments.len() > MAX_BOUND_ENVIRONMENTS {
+            return None;
+        }
+        Some(Self {
+            root,
+            root_key,
+            workspace: workspace?,
+            project,
+            environments,
+        })
+    }
+}
+
 /// A decoded principal token. Secret: never printed.
 pub struct PrincipalToken {
     /// The service principal.
@@ -74,6 +188,8 @@ pub struct PrincipalToken {
     pub signing: SigningKey,
     /// The token's half of its X25519 secret.
     pub share: KeyShare,
+    /// What it was minted for.
+    pub binding: TokenBinding,
 }
 
 impl fmt::Debug for PrincipalToken {
@@ -82,16 +198,31 @@ impl fmt::Debug for PrincipalToken {
     }
 }
 
+/// The version byte of a token's text, when it decodes at all: lets a caller tell an outdated
+/// token (mint a new one) from a damaged one.
+pub fn token_version(s: &str) -> Option<u8> {
+    let body = s
+        .trim_matches(is_format_whitespace)
+        .strip_prefix(TOKEN_PREFIX)?;
+    let raw = Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()?,
+    );
+    raw.first().copied()
+}
+
 impl PrincipalToken {
     /// Encodes to the `zopp_…` text form.
     pub fn encode(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::with_capacity(RAW_LEN));
-        raw.push(FORMAT_V1);
+        let mut raw = Zeroizing::new(Vec::with_capacity(CORE_LEN + 256));
+        raw.push(TOKEN_V2);
         raw.extend_from_slice(self.principal.as_bytes());
         let mut seed = self.signing.expose_secret();
         raw.extend_from_slice(&seed);
         seed.zeroize();
         raw.extend_from_slice(self.share.expose_secret());
+        self.binding.encode_into(&mut raw);
         let mut s = Zeroizing::new(String::from(TOKEN_PREFIX));
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw.as_slice(), &mut s);
         s
@@ -100,7 +231,9 @@ impl PrincipalToken {
     /// Parses the `zopp_…` text form.
     ///
     /// # Errors
-    /// [`CryptoError::Malformed`] for anything that is not a well-formed token.
+    /// [`CryptoError::UnsupportedFormat`] for a version other than [`TOKEN_V2`] (see
+    /// [`token_version`] to tell an outdated token); [`CryptoError::Malformed`] for anything
+    /// else that is not a well-formed token.
     pub fn try_parse(s: &str) -> Result<Self> {
         let body = s
             .trim_matches(is_format_whitespace)
@@ -111,12 +244,16 @@ impl PrincipalToken {
                 .decode(body)
                 .map_err(|_| CryptoError::Malformed("principal token"))?,
         );
-        if raw.len() != RAW_LEN {
+        match raw.first() {
+            None => return Err(CryptoError::Malformed("principal token")),
+            Some(&TOKEN_V2) => {}
+            Some(_) => return Err(CryptoError::UnsupportedFormat),
+        }
+        if raw.len() < CORE_LEN {
             return Err(CryptoError::Malformed("principal token"));
         }
-        if raw[0] != FORMAT_V1 {
-            return Err(CryptoError::UnsupportedFormat);
-        }
+        let binding = TokenBinding::parse(&raw[CORE_LEN..])
+            .ok_or(CryptoError::Malformed("principal token"))?;
         let id: [u8; 16] = raw[1..17].try_into().expect("16 bytes");
         let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&raw[17..49]);
@@ -126,6 +263,7 @@ impl PrincipalToken {
             principal: PrincipalId::from_bytes(id),
             signing: SigningKey::from_seed(&seed),
             share,
+            binding,
         })
     }
 }
@@ -144,11 +282,38 @@ mod tests {
     /// A fixed token share.
     const SHARE: [u8; 32] = [0x7b; 32];
 
+    /// The workspace root's id and key.
+    const ROOT: [u8; 16] = [0x0a; 16];
+    const ROOT_KEY: [u8; 32] = [0x0b; 32];
+
+    fn binding() -> TokenBinding {
+        TokenBinding {
+            root: PrincipalId::from_bytes(ROOT),
+            root_key: ROOT_KEY,
+            workspace: BoundScope {
+                name: "acme".into(),
+                id: [0xa1; 16],
+                epoch_floor: 2,
+            },
+            project: Some(BoundScope {
+                name: "api".into(),
+                id: [0xb2; 16],
+                epoch_floor: 1,
+            }),
+            environments: vec![BoundScope {
+                name: "prod".into(),
+                id: [0xc3; 16],
+                epoch_floor: 3,
+            }],
+        }
+    }
+
     fn token() -> PrincipalToken {
         PrincipalToken {
             principal: PrincipalId::from_bytes(PRINCIPAL),
             signing: SigningKey::from_seed(&SEED),
             share: KeyShare::from_bytes(SHARE),
+            binding: binding(),
         }
     }
 
@@ -156,19 +321,40 @@ mod tests {
     fn round_trip_and_layout() {
         let s = token().encode();
         assert!(s.starts_with(TOKEN_PREFIX));
-        // 81 raw bytes are 108 base64 characters without padding.
-        assert_eq!(s.len(), TOKEN_PREFIX.len() + 108);
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&s[TOKEN_PREFIX.len()..])
             .expect("base64url");
-        assert_eq!(raw[0], FORMAT_V1);
+        assert_eq!(raw[0], TOKEN_V2);
         assert_eq!(&raw[1..17], &PRINCIPAL);
         assert_eq!(&raw[17..49], &SEED);
-        assert_eq!(&raw[49..], &SHARE);
+        assert_eq!(&raw[49..81], &SHARE);
+        let mut want = ROOT.to_vec();
+        want.extend_from_slice(&ROOT_KEY);
+        want.push(3);
+        for (level, id, floor, name) in [
+            (1u8, 0xa1u8, 2u32, "acme"),
+            (2, 0xb2, 1, "api"),
+            (3, 0xc3, 3, "prod"),
+        ] {
+            want.push(level);
+            want.extend_from_slice(&[id; 16]);
+            want.extend_from_slice(&floor.to_be_bytes());
+            want.push(name.len() as u8);
+            want.extend_from_slice(name.as_bytes());
+        }
+        assert_eq!(&raw[81..], want.as_slice());
         let t = PrincipalToken::try_parse(&s).expect("parses");
         assert_eq!(t.principal, PrincipalId::from_bytes(PRINCIPAL));
         assert_eq!(t.signing.expose_secret(), SEED);
         assert_eq!(t.share.expose_secret(), &SHARE);
+        assert_eq!(t.binding, binding());
+        assert_eq!(token_version(&s), Some(TOKEN_V2));
+        // A workspace-wide token binds the workspace alone.
+        let mut ws_only = token();
+        ws_only.binding.project = None;
+        ws_only.binding.environments.clear();
+        let t = PrincipalToken::try_parse(&ws_only.encode()).expect("parses");
+        assert_eq!(t.binding, ws_only.binding);
         // Surrounding whitespace (a trailing newline from a file) is tolerated.
         assert!(PrincipalToken::try_parse(&format!("  {}\n", s.as_str())).is_ok());
         assert!(PrincipalToken::try_parse(&format!("\t{}\r\n", s.as_str())).is_ok());
@@ -230,10 +416,12 @@ mod tests {
         assert!(PrincipalToken::try_parse(&bad).is_err());
     }
 
-    #[test]
-    fn unknown_version_is_unsupported() {
-        let mut raw = vec![0x02];
-        raw.extend_from_slice(&[0; 80]);
+    #[rstest]
+    #[case::outdated(TOKEN_V1, 80)]
+    #[case::unknown(0x03, 200)]
+    fn other_versions_are_unsupported(#[case] version: u8, #[case] rest: usize) {
+        let mut raw = vec![version];
+        raw.extend_from_slice(&vec![0; rest]);
         let s = format!(
             "{TOKEN_PREFIX}{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
@@ -241,6 +429,30 @@ mod tests {
         assert_eq!(
             PrincipalToken::try_parse(&s).err(),
             Some(CryptoError::UnsupportedFormat)
+        );
+        assert_eq!(token_version(&s), Some(version));
+    }
+
+    #[test]
+    fn bindings_out_of_order_are_malformed() {
+        let encode = |b: &TokenBinding| {
+            let mut t = token();
+            t.binding = b.clone();
+            t.encode()
+        };
+        // An environment without its project.
+        let mut b = binding();
+        b.project = None;
+        assert_eq!(
+            PrincipalToken::try_parse(&encode(&b)).err(),
+            Some(CryptoError::Malformed("principal token"))
+        );
+        // An empty name.
+        let mut b = binding();
+        b.environments[0].name.clear();
+        assert_eq!(
+            PrincipalToken::try_parse(&encode(&b)).err(),
+            Some(CryptoError::Malformed("principal token"))
         );
     }
 

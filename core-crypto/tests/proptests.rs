@@ -408,7 +408,7 @@ proptest! {
         envelope in proptest::collection::vec(any::<u8>(), 0..100),
         prev in any::<[u8; 32]>(),
         writer in any::<[u8; 16]>(),
-        which in 0..8usize,
+        which in 0..10usize,
     ) {
         let k = SigningKey::from_seed(&seed);
         let c = VersionClaims {
@@ -420,6 +420,8 @@ proptest! {
             envelope: &envelope,
             prev_hash: prev,
             writer: PrincipalId::from_bytes(writer),
+            env_version: ctx.version,
+            created_at_ms: i64::from(ctx.key_epoch),
         };
         let sig = c.sign(&k);
         prop_assert!(c.verify(&k.verifying_key(), &sig).is_ok());
@@ -433,6 +435,8 @@ proptest! {
             4 => altered.deleted = !deleted,
             5 => altered.envelope = &longer,
             6 => altered.prev_hash = flip(&prev, 255).try_into().expect("32"),
+            7 => altered.env_version = c.env_version.wrapping_add(1),
+            8 => altered.created_at_ms = c.created_at_ms.wrapping_sub(1),
             _ => altered.writer = PrincipalId::from_bytes(flip(&writer, 3).try_into().expect("16")),
         }
         prop_assume!(altered != c);
@@ -470,6 +474,13 @@ proptest! {
             principal: PrincipalId::from_bytes(id),
             signing: SigningKey::from_seed(&seed),
             share: KeyShare::from_bytes(share),
+            binding: token::TokenBinding {
+                root: PrincipalId::from_bytes(id),
+                root_key: seed,
+                workspace: token::BoundScope { name: "w".into(), id, epoch_floor: 1 },
+                project: None,
+                environments: Vec::new(),
+            },
         };
         let s = t.encode();
         let back = PrincipalToken::try_parse(&s).expect("round trip");

@@ -154,7 +154,12 @@ async fn write_many(
 ) -> anyhow::Result<()> {
     let nk = NameKey::derive(&env.ek);
     let seal = SealKey::derive(&env.ek);
-    for chunk in names.chunks(5000) {
+    // Each call is the next environment version, signed as such (FORMAT.md §7).
+    for (calls, chunk) in names.chunks(5000).enumerate() {
+        let env_version = calls as u64 + 1;
+        let created_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let writes = chunk
             .iter()
             .map(|n| {
@@ -180,6 +185,8 @@ async fn write_many(
                     envelope: &envelope,
                     prev_hash: ZERO_HASH,
                     writer: s.id,
+                    env_version,
+                    created_at_ms,
                 }
                 .sign(&s.keys.signing);
                 SecretWrite {
@@ -190,6 +197,8 @@ async fn write_many(
                     deleted: false,
                     prev_hash: ZERO_HASH.to_vec(),
                     signature: sig.to_vec(),
+                    env_version,
+                    created_at_ms,
                 }
             })
             .collect();

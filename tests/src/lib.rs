@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod certs;
 pub mod pg;
 pub mod signed;
+pub mod tamper;
 
 pub use pg::PgDatabase;
 

@@ -1094,6 +1094,8 @@ fn versions(v: &mut Vec<Vector>) {
             envelope: &envelope,
             prev_hash: [0; 32],
             writer: PrincipalId::from_bytes(writer),
+            env_version: 7,
+            created_at_ms: 1_795_000_000_000,
         };
         let (key, sig, expected) = if weak {
             let key = identity_bytes().to_vec();
@@ -1125,6 +1127,8 @@ fn versions(v: &mut Vec<Vector>) {
                 ("envelope", h(&envelope)),
                 ("prev_hash", h([0u8; 32])),
                 ("writer_id", h(writer)),
+                ("env_version", n(7u8)),
+                ("created_at_ms", n(1_795_000_000_000i64)),
                 ("signature", h(&sig)),
             ],
             output: None,
@@ -2066,6 +2070,7 @@ fn tokens(v: &mut Vec<Vector>) {
             principal: PrincipalId::from_bytes(principal),
             signing: keys.signing.clone(),
             share: token_share.clone(),
+            binding: super::generate::token_binding(&mut rng),
         };
         let text = edit(&t.encode());
         let res = PrincipalToken::try_parse(&text);
@@ -2093,6 +2098,10 @@ fn tokens(v: &mut Vec<Vector>) {
                     ("signing_seed", h(keys.signing.expose_secret())),
                     ("verifying_key", h(keys.signing.verifying_key().to_bytes())),
                     ("token_share", h(token_share.expose_secret())),
+                    (
+                        "binding",
+                        h(r::token_binding_bytes(&text).expect("valid token")),
+                    ),
                     ("agreement_secret", h(keys.agreement.expose_secret())),
                     (
                         "agreement_public",

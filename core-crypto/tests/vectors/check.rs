@@ -663,6 +663,8 @@ fn version_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), 
     let envelope = i.bytes("envelope")?;
     let prev = i.arr::<32>("prev_hash")?;
     let writer = i.arr::<16>("writer_id")?;
+    let env_version = i.u64("env_version")?;
+    let created_at_ms = i.i64("created_at_ms")?;
     let sig = i.bytes("signature")?;
     let claims = VersionClaims {
         environment: EnvironmentId::from_bytes(env),
@@ -673,9 +675,19 @@ fn version_verify(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), 
         envelope: &envelope,
         prev_hash: prev,
         writer: PrincipalId::from_bytes(writer),
+        env_version,
+        created_at_ms,
     };
     let ref_msg = r::version_message(
-        &env, &digest, version, epoch, deleted, &envelope, &prev, &writer,
+        &env,
+        &digest,
+        version,
+        epoch,
+        deleted,
+        &envelope,
+        &prev,
+        &writer,
+        (env_version, created_at_ms),
     );
     same("messages", &claims.message(), &ref_msg)?;
     let lib = VerifyingKey::try_from_slice(&key).and_then(|k| claims.verify(&k, &sig));
@@ -887,6 +899,9 @@ fn token_parse(i: &Fields<'_>, o: &Fields<'_>, expected: &str) -> Result<(), Str
         same("reference principal", &id, &o.bytes("principal_id")?)?;
         same("reference seed", &seed, &o.bytes("signing_seed")?)?;
         same("reference share", &share, &o.bytes("token_share")?)?;
+        let binding =
+            r::token_binding_bytes(text).map_err(|e| format!("reference binding: {e}"))?;
+        same("reference binding", &binding, &o.bytes("binding")?)?;
         let secret = r::xor32(&share, &server_share);
         same(
             "reference combined secret",

@@ -1383,6 +1383,8 @@ struct Claims {
     envelope: Vec<u8>,
     prev: [u8; 32],
     writer: [u8; 16],
+    env_version: u64,
+    created_at_ms: i64,
 }
 
 impl Claims {
@@ -1396,13 +1398,15 @@ impl Claims {
             envelope: &self.envelope,
             prev_hash: self.prev,
             writer: PrincipalId::from_bytes(self.writer),
+            env_version: self.env_version,
+            created_at_ms: self.created_at_ms,
         }
     }
 }
 
 fn versions(v: &mut Vec<Vector>) {
     type Change = fn(&mut Claims, &mut ChaCha20Rng);
-    let cases: [(&str, &str, bool, Change, &'static str); 7] = [
+    let cases: [(&str, &str, bool, Change, &'static str); 9] = [
         (
             "version-claims-ok",
             "Version 1 of a secret: prev_hash is all zeros.",
@@ -1452,6 +1456,22 @@ fn versions(v: &mut Vec<Vector>) {
             |c, _| c.version = 2,
             r::BAD_SIGNATURE,
         ),
+        (
+            "version-claims-altered-env-version",
+            "The version moved to another point in the environment's history (env_version 7 \
+             served as 3), as a server lying to an `--at-version` read would.",
+            false,
+            |c, _| c.env_version = 3,
+            r::BAD_SIGNATURE,
+        ),
+        (
+            "version-claims-altered-created-at",
+            "The version's time moved one second earlier, as a server lying to an `--at` read \
+             would.",
+            false,
+            |c, _| c.created_at_ms -= 1000,
+            r::BAD_SIGNATURE,
+        ),
     ];
     for (name, description, tombstone, change, expected) in cases {
         let mut rng = rng_for(name);
@@ -1466,6 +1486,8 @@ fn versions(v: &mut Vec<Vector>) {
             envelope: draw::<101>(&mut rng).to_vec(),
             prev: sign::ZERO_HASH,
             writer: draw(&mut rng),
+            env_version: 7,
+            created_at_ms: 1_795_000_000_000,
         };
         if tombstone {
             c.version = 3;
@@ -1495,6 +1517,8 @@ fn versions(v: &mut Vec<Vector>) {
                 ("envelope", h(&c.envelope)),
                 ("prev_hash", h(c.prev)),
                 ("writer_id", h(c.writer)),
+                ("env_version", n(c.env_version)),
+                ("created_at_ms", n(c.created_at_ms)),
                 ("signature", h(sig)),
             ],
             output: ok.then(|| {
@@ -1846,6 +1870,30 @@ fn key_files(v: &mut Vec<Vector>) {
 
 // ---------------------------------------------------------------- §10 principal token
 
+/// The binding of the token vectors: a token minted for `acme/api/prod`.
+pub(crate) fn token_binding(rng: &mut ChaCha20Rng) -> token::TokenBinding {
+    let root = SigningKey::from_seed(&draw(rng));
+    token::TokenBinding {
+        root: PrincipalId::from_bytes(draw(rng)),
+        root_key: root.verifying_key().to_bytes(),
+        workspace: token::BoundScope {
+            name: "acme".into(),
+            id: draw(rng),
+            epoch_floor: 1,
+        },
+        project: Some(token::BoundScope {
+            name: "api".into(),
+            id: draw(rng),
+            epoch_floor: 0,
+        }),
+        environments: vec![token::BoundScope {
+            name: "prod".into(),
+            id: draw(rng),
+            epoch_floor: 2,
+        }],
+    }
+}
+
 fn tokens(v: &mut Vec<Vector>) {
     {
         let name = "token-ok";
@@ -1853,10 +1901,12 @@ fn tokens(v: &mut Vec<Vector>) {
         let principal: [u8; 16] = draw(&mut rng);
         let keys = PrincipalKeys::generate(&mut rng);
         let (token_share, server_share) = token::split(&keys.agreement, &mut rng);
+        let binding = token_binding(&mut rng);
         let t = PrincipalToken {
             principal: PrincipalId::from_bytes(principal),
             signing: keys.signing.clone(),
             share: token_share.clone(),
+            binding: binding.clone(),
         };
         let text = t.encode();
         v.push(Vector {
@@ -1875,6 +1925,10 @@ fn tokens(v: &mut Vec<Vector>) {
                 ("signing_seed", h(keys.signing.expose_secret())),
                 ("verifying_key", h(keys.signing.verifying_key().to_bytes())),
                 ("token_share", h(token_share.expose_secret())),
+                (
+                    "binding",
+                    h(r::token_binding_bytes(&text).expect("valid token")),
+                ),
                 ("agreement_secret", h(keys.agreement.expose_secret())),
                 (
                     "agreement_public",
@@ -1886,7 +1940,7 @@ fn tokens(v: &mut Vec<Vector>) {
     }
 
     type Change = fn(&str) -> String;
-    let cases: [(&str, &str, Change, &'static str); 8] = [
+    let cases: [(&str, &str, Change, &'static str); 10] = [
         (
             "token-bad-prefix",
             "`zopp-` instead of `zopp_`.",
@@ -1925,28 +1979,56 @@ fn tokens(v: &mut Vec<Vector>) {
         ),
         (
             "token-extra-bytes",
-            "Three extra bytes (four characters) appended: 84 bytes instead of 81.",
+            "Three extra bytes (four characters) appended after the binding.",
             |t| format!("{t}AAAA"),
             r::MALFORMED,
         ),
         (
             "token-unknown-version",
-            "Version byte 0x02 inside a well-formed 81-byte token.",
+            "Version byte 0x03 inside an otherwise well-formed token.",
             |t| {
                 let (id, seed, share) = r::token_parse(t).expect("valid token");
-                r::token_encode(&[&[0x02][..], &id, &seed, &share].concat())
+                let binding = r::token_binding_bytes(t).expect("valid token");
+                r::token_encode(&[&[0x03][..], &id, &seed, &share, &binding].concat())
             },
             r::UNSUPPORTED_FORMAT,
+        ),
+        (
+            "token-version-1",
+            "A token of the first layout (0x01, 81 bytes, no binding): refused, to be minted again.",
+            |t| {
+                let (id, seed, share) = r::token_parse(t).expect("valid token");
+                r::token_encode(&[&[0x01][..], &id, &seed, &share].concat())
+            },
+            r::UNSUPPORTED_FORMAT,
+        ),
+        (
+            "token-binding-environment-without-project",
+            "The binding's project entry removed: an environment must follow its project.",
+            |t| {
+                let (id, seed, share) = r::token_parse(t).expect("valid token");
+                let mut b = r::token_binding_bytes(t).expect("valid token");
+                // root (48) ‖ count ‖ workspace entry (1 + 16 + 4 + 1 + 4) ‖ project entry …
+                let ws_end = 48 + 1 + 26;
+                let project_len = 1 + 16 + 4 + 1 + 3;
+                b.drain(ws_end..ws_end + project_len);
+                b[48] -= 1;
+                r::token_encode(&[&[0x02][..], &id, &seed, &share, &b].concat())
+            },
+            r::MALFORMED,
         ),
     ];
     for (name, description, change, expected) in cases {
         let mut rng = rng_for(name);
         let keys = PrincipalKeys::generate(&mut rng);
         let (share, _) = token::split(&keys.agreement, &mut rng);
+        let principal = PrincipalId::random(&mut rng);
+        let binding = token_binding(&mut rng);
         let t = PrincipalToken {
-            principal: PrincipalId::random(&mut rng),
+            principal,
             signing: keys.signing.clone(),
             share,
+            binding,
         };
         let text = change(&t.encode());
         let res = PrincipalToken::try_parse(&text);

@@ -140,6 +140,8 @@ const REQUIRED: &[(&str, &str)] = &[
     ("token-ok", "ok"),
     ("token-bad-prefix", "malformed"),
     ("token-truncated", "malformed"),
+    ("token-version-1", "unsupported_format"),
+    ("token-binding-environment-without-project", "malformed"),
 ];
 
 #[test]

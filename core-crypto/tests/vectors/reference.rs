@@ -361,6 +361,7 @@ pub fn version_message(
     envelope: &[u8],
     prev_hash: &[u8],
     writer: &[u8],
+    (env_version, created_at_ms): (u64, i64),
 ) -> Vec<u8> {
     [
         b"zopp/v1/version".as_slice(),
@@ -372,6 +373,8 @@ pub fn version_message(
         &sha256(envelope),
         prev_hash,
         writer,
+        &env_version.to_be_bytes(),
+        &created_at_ms.to_be_bytes(),
     ]
     .concat()
 }
@@ -585,6 +588,23 @@ pub fn keyfile_seal(
 
 /// Parses a token into (principal id, signing seed, token share).
 pub fn token_parse(s: &str) -> Outcome<([u8; 16], [u8; 32], [u8; 32])> {
+    let raw = token_raw(s)?;
+    Ok((
+        raw[1..17].try_into().expect("16 bytes"),
+        raw[17..49].try_into().expect("32 bytes"),
+        raw[49..81].try_into().expect("32 bytes"),
+    ))
+}
+
+/// §10 the binding bytes of a token (everything after the token share), checked for shape:
+/// root id and key, a count, then a workspace entry, an optional project entry and
+/// environment entries, each `level ‖ id[16] ‖ floor u32 ‖ len ‖ name` with a non-empty
+/// UTF-8 name, and nothing after them.
+pub fn token_binding_bytes(s: &str) -> Outcome<Vec<u8>> {
+    Ok(token_raw(s)?[81..].to_vec())
+}
+
+fn token_raw(s: &str) -> Outcome<Vec<u8>> {
     let body = s
         .trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
         .strip_prefix("zopp_")
@@ -592,17 +612,39 @@ pub fn token_parse(s: &str) -> Outcome<([u8; 16], [u8; 32], [u8; 32])> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| MALFORMED)?;
-    if raw.len() != 81 {
+    match raw.first() {
+        None => return Err(MALFORMED),
+        Some(0x02) => {}
+        Some(_) => return Err(UNSUPPORTED_FORMAT),
+    }
+    if raw.len() < 81 + 48 + 1 {
         return Err(MALFORMED);
     }
-    if raw[0] != 0x01 {
-        return Err(UNSUPPORTED_FORMAT);
+    let count = raw[81 + 48] as usize;
+    let mut at = 81 + 48 + 1;
+    let mut levels = Vec::with_capacity(count);
+    for _ in 0..count {
+        if raw.len() < at + 22 {
+            return Err(MALFORMED);
+        }
+        let level = raw[at];
+        let len = raw[at + 21] as usize;
+        let name = raw.get(at + 22..at + 22 + len).ok_or(MALFORMED)?;
+        if len == 0 || std::str::from_utf8(name).is_err() {
+            return Err(MALFORMED);
+        }
+        levels.push(level);
+        at += 22 + len;
     }
-    Ok((
-        raw[1..17].try_into().expect("16 bytes"),
-        raw[17..49].try_into().expect("32 bytes"),
-        raw[49..81].try_into().expect("32 bytes"),
-    ))
+    let shape_ok = match levels.as_slice() {
+        [1] => true,
+        [1, 2, envs @ ..] => envs.len() <= 64 && envs.iter().all(|&l| l == 3),
+        _ => false,
+    };
+    if at != raw.len() || !shape_ok {
+        return Err(MALFORMED);
+    }
+    Ok(raw)
 }
 
 /// §10 token text of raw bytes.

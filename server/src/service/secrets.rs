@@ -46,7 +46,12 @@ struct PendingWrite {
     deleted: bool,
     prev_hash: [u8; 32],
     signature: [u8; SIGNATURE_LEN],
+    env_version: u64,
+    created_at_ms: i64,
 }
+
+/// How far a write's signed time may be from the server's clock (as for request timestamps).
+const MAX_WRITE_SKEW_MS: i64 = 60_000;
 
 impl PendingWrite {
     fn claims(&self, environment: EnvironmentId, writer: PrincipalId) -> VersionClaims<'_> {
@@ -59,6 +64,8 @@ impl PendingWrite {
             envelope: &self.envelope,
             prev_hash: self.prev_hash,
             writer,
+            env_version: self.env_version,
+            created_at_ms: self.created_at_ms,
         }
     }
 }
@@ -412,7 +419,40 @@ impl ZoppService {
                 deleted: w.deleted,
                 prev_hash: validate::fixed::<32>("prev_hash", &w.prev_hash)?,
                 signature: validate::signature("signature", &w.signature)?,
+                env_version: w.env_version,
+                created_at_ms: w.created_at_ms,
             });
+        }
+        // One call is one point in history: one environment version, one time, both signed
+        // by the writer (FORMAT.md §7).
+        let (claimed_version, claimed_at) = pending
+            .first()
+            .map(|w| (w.env_version, w.created_at_ms))
+            .unwrap_or_default();
+        if claimed_version == 0 || claimed_version > i64::MAX as u64 {
+            return Err(ServiceError::InvalidArgument(
+                "writes must claim the environment version they produce (at least 1)".into(),
+            ));
+        }
+        if pending
+            .iter()
+            .any(|w| w.env_version != claimed_version || w.created_at_ms != claimed_at)
+        {
+            return Err(ServiceError::InvalidArgument(
+                "every write of one call must claim the same environment version and time".into(),
+            ));
+        }
+        if m.if_env_version != 0 && m.if_env_version + 1 != claimed_version {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the writes claim environment version {claimed_version}, which does not follow if_env_version {}",
+                m.if_env_version
+            )));
+        }
+        let server_now = self.now_ms();
+        if (claimed_at - server_now).abs() > MAX_WRITE_SKEW_MS {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the writes claim time {claimed_at} (unix ms) but the server's clock says {server_now}: check this machine's clock"
+            )));
         }
 
         let (r, _role) = self
@@ -461,12 +501,14 @@ impl ZoppService {
                 )
             })
             .collect();
+        // The signed env_version makes every write conditional on the version before it, and
+        // the versions carry the time their writer signed.
         let batch = SecretWriteBatch {
             environment_id: env_id,
             writer,
-            if_env_version: (m.if_env_version != 0).then_some(m.if_env_version),
+            if_env_version: Some(claimed_version - 1),
             writes: versions,
-            now_ms: now,
+            now_ms: claimed_at,
         };
         let outcome = self
             .state

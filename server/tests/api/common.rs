@@ -450,8 +450,11 @@ impl User {
             envelope: &envelope,
             prev_hash,
             writer: self.id,
+            env_version: 0,
+            created_at_ms: 0,
         };
         let signature = claims.sign(&self.keys.signing).to_vec();
+        // `write` stamps the point in history and signs again.
         SecretWrite {
             name_digest: digest.as_bytes().to_vec(),
             version,
@@ -460,6 +463,8 @@ impl User {
             envelope,
             prev_hash: prev_hash.to_vec(),
             signature,
+            env_version: 0,
+            created_at_ms: 0,
         }
     }
 
@@ -476,25 +481,95 @@ impl User {
         self.write(env, writes, 0).await
     }
 
-    /// Sends a write batch.
+    /// Sends a write batch. Every write claims the point in history it takes (FORMAT.md §7):
+    /// the environment version after `if_env_version`, or after the last one this process saw
+    /// for the environment, and the time now. Writes this user signed without a point are
+    /// signed again with it; anything else (a deliberately bad signature) is sent as is. An
+    /// unconditional write that meets a newer environment version is tried once more after it.
     pub async fn write(
         &self,
         env: &Env,
         writes: Vec<SecretWrite>,
         if_env_version: u64,
     ) -> Result<WriteSecretsResponse, Status> {
-        self.c()
-            .write_secrets(self.sign(
-                methods::WRITE_SECRETS,
-                WriteSecretsRequest {
-                    env: env.r(),
-                    environment_id: env.env_id.to_string(),
-                    writes,
-                    if_env_version,
-                },
-            ))
-            .await
-            .map(|r| r.into_inner())
+        let mut base = if if_env_version != 0 {
+            if_env_version
+        } else {
+            known_env_version(env.env_id)
+        };
+        for attempt in 0..2 {
+            let now = now_ms();
+            let stamped = writes
+                .iter()
+                .map(|w| self.stamp(env, w, base + 1, now))
+                .collect();
+            let r = self
+                .c()
+                .write_secrets(self.sign(
+                    methods::WRITE_SECRETS,
+                    WriteSecretsRequest {
+                        env: env.r(),
+                        environment_id: env.env_id.to_string(),
+                        writes: stamped,
+                        if_env_version,
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner());
+            match r {
+                Ok(resp) => {
+                    note_env_version(env.env_id, resp.env_version);
+                    return Ok(resp);
+                }
+                Err(s) if attempt == 0 && if_env_version == 0 => {
+                    match s
+                        .message()
+                        .strip_prefix("environment changed: now at version ")
+                        .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        Some(current) => {
+                            note_env_version(env.env_id, current);
+                            base = current;
+                        }
+                        None => return Err(s),
+                    }
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// `w` claiming environment version `env_version` at time `now`: re-signed when this
+    /// user signed it without a point in history.
+    fn stamp(&self, env: &Env, w: &SecretWrite, env_version: u64, now: i64) -> SecretWrite {
+        let mut out = w.clone();
+        let digest = NameDigest::try_from_slice(&w.name_digest).ok();
+        let prev: Option<[u8; 32]> = w.prev_hash.as_slice().try_into().ok();
+        if let (Some(name_digest), Some(prev_hash)) = (digest, prev) {
+            let mut c = VersionClaims {
+                environment: env.env_id,
+                name_digest,
+                version: w.version,
+                key_epoch: w.key_epoch,
+                deleted: w.deleted,
+                envelope: &w.envelope,
+                prev_hash,
+                writer: self.id,
+                env_version: w.env_version,
+                created_at_ms: w.created_at_ms,
+            };
+            if c.verify(&self.keys.signing.verifying_key(), &w.signature)
+                .is_ok()
+            {
+                c.env_version = env_version;
+                c.created_at_ms = now;
+                out.signature = c.sign(&self.keys.signing).to_vec();
+            }
+        }
+        out.env_version = env_version;
+        out.created_at_ms = now;
+        out
     }
 
     /// Reads a secret by name and decrypts it with the key chain the server returns.
@@ -628,6 +703,37 @@ pub fn assert_status<T: std::fmt::Debug>(r: Result<T, Status>, code: tonic::Code
     }
 }
 
+/// The newest environment version this test process saw per environment (tests run in
+/// parallel threads, each on its own environments).
+fn env_versions() -> &'static std::sync::Mutex<std::collections::HashMap<EnvironmentId, u64>> {
+    static V: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<EnvironmentId, u64>>> =
+        std::sync::OnceLock::new();
+    V.get_or_init(Default::default)
+}
+
+fn known_env_version(env: EnvironmentId) -> u64 {
+    env_versions()
+        .lock()
+        .expect("not poisoned")
+        .get(&env)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn note_env_version(env: EnvironmentId, v: u64) {
+    let mut m = env_versions().lock().expect("not poisoned");
+    let e = m.entry(env).or_insert(0);
+    *e = (*e).max(v);
+}
+
+/// This machine's clock, unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The hash of a returned version, as the next version's `prev_hash` (FORMAT.md §7).
 pub fn hash_of(env: &Env, v: &SecretVersion) -> [u8; 32] {
     VersionClaims {
@@ -639,6 +745,8 @@ pub fn hash_of(env: &Env, v: &SecretVersion) -> [u8; 32] {
         envelope: &v.envelope,
         prev_hash: v.prev_hash.clone().try_into().expect("32 bytes"),
         writer: PrincipalId::try_parse(&v.writer_principal_id).expect("writer id"),
+        env_version: v.env_version,
+        created_at_ms: v.created_at_ms,
     }
     .hash(&v.signature)
 }

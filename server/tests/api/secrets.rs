@@ -61,6 +61,8 @@ async fn values_round_trip_through_the_key_chain() {
             envelope: &v.envelope,
             prev_hash: ZERO_HASH,
             writer: u.id,
+            env_version: v.env_version,
+            created_at_ms: v.created_at_ms,
         };
         claims.verify(&vk, &v.signature).expect("version signature");
         let p = SealKey::derive(&ek)
@@ -258,6 +260,8 @@ async fn refused_input_changes_nothing() {
             deleted: true,
             prev_hash: ZERO_HASH.to_vec(),
             signature: vec![0; 64],
+            env_version: 0,
+            created_at_ms: 0,
         })
         .collect();
     assert_status(

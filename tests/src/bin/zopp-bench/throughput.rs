@@ -6,6 +6,7 @@
 //! every call is freshly signed (its own nonce), so the server runs the whole authentication,
 //! replay, RBAC and audit path for each.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,8 @@ struct Setup {
     key_epoch: u32,
     digest: Vec<u8>,
     writer: PrincipalId,
+    /// The newest environment version any writer saw: the next write claims the one after.
+    env_version: AtomicU64,
 }
 
 /// Sum and count of the replicas' `zopp_audit_batch_size` histograms (entries per read-audit
@@ -162,6 +165,7 @@ pub fn measure(
             key_epoch: keys.key_epoch,
             digest,
             writer: PrincipalId::try_parse(signer.principal_id()).expect("principal id"),
+            env_version: AtomicU64::new(fetched.env_version),
         });
         let replicas = urls.len();
         // A replica without a metrics address would make the per-commit figure partial.
@@ -270,20 +274,41 @@ async fn drive(
                         .await
                         .expect("signed read");
                     }
-                    Op::Write => {
-                        let write = new_secret(&signer, &setup, &seal);
-                        c.write_secrets(signer.request(
-                            WRITE_SECRETS,
-                            WriteSecretsRequest {
-                                env: Some(setup.env.clone()),
-                                environment_id: setup.environment_id.to_string(),
-                                writes: vec![write],
-                                if_env_version: 0,
-                            },
-                        ))
-                        .await
-                        .expect("signed write");
-                    }
+                    Op::Write => loop {
+                        // Each write signs the environment version it produces (FORMAT.md §7),
+                        // so concurrent writers to one environment retry after a loser's
+                        // ABORTED, as the CLI does; the latency counts every attempt.
+                        let claimed = setup.env_version.load(Ordering::Relaxed) + 1;
+                        let write = new_secret(&signer, &setup, &seal, claimed);
+                        match c
+                            .write_secrets(signer.request(
+                                WRITE_SECRETS,
+                                WriteSecretsRequest {
+                                    env: Some(setup.env.clone()),
+                                    environment_id: setup.environment_id.to_string(),
+                                    writes: vec![write],
+                                    if_env_version: 0,
+                                },
+                            ))
+                            .await
+                        {
+                            Ok(r) => {
+                                setup
+                                    .env_version
+                                    .fetch_max(r.into_inner().env_version, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(s) if s.code() == tonic::Code::Aborted => {
+                                let current = s
+                                    .message()
+                                    .strip_prefix("environment changed: now at version ")
+                                    .and_then(|n| n.parse::<u64>().ok())
+                                    .expect("an ABORTED write names the current version");
+                                setup.env_version.fetch_max(current, Ordering::Relaxed);
+                            }
+                            Err(s) => panic!("signed write: {s}"),
+                        }
+                    },
                 }
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
             }
@@ -301,7 +326,10 @@ async fn drive(
 
 /// Version 1 of a fresh secret (random name digest), sealed under a throwaway key (the server
 /// cannot tell) and signed by the caller exactly as the CLI signs its writes.
-fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey) -> SecretWrite {
+fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey, env_version: u64) -> SecretWrite {
+    let created_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let mut d = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut d);
     let name_digest = NameDigest::try_from_slice(&d).expect("32 bytes");
@@ -326,6 +354,8 @@ fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey) -> SecretWrite {
         envelope: &envelope,
         prev_hash: ZERO_HASH,
         writer: setup.writer,
+        env_version,
+        created_at_ms,
     }
     .sign(&signer.keys().signing);
     SecretWrite {
@@ -336,6 +366,8 @@ fn new_secret(signer: &Signer, setup: &Setup, seal: &SealKey) -> SecretWrite {
         deleted: false,
         prev_hash: ZERO_HASH.to_vec(),
         signature: signature.to_vec(),
+        env_version,
+        created_at_ms,
     }
 }
 
