@@ -33,6 +33,7 @@ pub mod teams;
 pub mod trust;
 pub mod validate;
 mod verified;
+pub mod verify;
 pub mod versions;
 
 pub use client::{join, rpc_count, Client, JoinParams, ServerConfig, DEFAULT_SERVER};

@@ -15,6 +15,7 @@ mod rotation;
 mod scopes;
 mod secrets;
 mod service_principals;
+mod statements;
 mod teams;
 mod trail;
 mod workspace_invites;

@@ -114,6 +114,10 @@ const TABLES: &[Table] = &[
         name: "audit_entries",
         order_by: "chain, seq",
     },
+    Table {
+        name: "key_statements",
+        order_by: "hash",
+    },
 ];
 
 /// The columns of one table, in schema order.
