@@ -9,6 +9,7 @@
 use zopp_crypto::envelope::{NameDigest, NameKey, SealKey};
 use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, WorkspaceId};
 use zopp_crypto::keys::{AgreementSecret, ScopeKey, ScopeKind};
+use zopp_crypto::statement::{key_commitment, wrap_hash};
 use zopp_crypto::wrap::{unwrap_from_recipient, unwrap_under, KeyContext, WrappedKey};
 use zopp_proto::v1 as pb;
 
@@ -36,9 +37,61 @@ pub enum ChainError {
     Unwrap(&'static str),
 }
 
+/// What a derivation opened, so that the statements vouching for it can be checked
+/// (FORMAT.md §13.6). Public data only: wrap hashes and key commitments, never a key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyTrail {
+    /// The grant wrap the chain starts from: the granted key's context and the wrap's hash.
+    pub grant: Option<(KeyContext, [u8; 32])>,
+    /// Child wraps and epoch links opened: child context, parent context, wrap hash.
+    pub children: Vec<(KeyContext, KeyContext, [u8; 32])>,
+    /// Every key opened: its context and commitment (FORMAT.md §13.1).
+    pub keys: Vec<(KeyContext, [u8; 32])>,
+}
+
+impl KeyTrail {
+    /// A digest of everything in the trail: equal digests mean the same wraps opened to the
+    /// same keys, so a chain verified once need not be verified again.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut b = Vec::with_capacity(64 + 96 * (self.children.len() + self.keys.len()));
+        b.extend_from_slice(b"zopp/v1/key-trail");
+        let ctx = |c: &KeyContext, b: &mut Vec<u8>| {
+            b.push(c.kind as u8);
+            b.extend_from_slice(&c.id);
+            b.extend_from_slice(&c.epoch.to_be_bytes());
+        };
+        match &self.grant {
+            Some((c, h)) => {
+                b.push(1);
+                ctx(c, &mut b);
+                b.extend_from_slice(h);
+            }
+            None => b.push(0),
+        }
+        b.extend_from_slice(&(self.children.len() as u32).to_be_bytes());
+        for (c, p, h) in &self.children {
+            ctx(c, &mut b);
+            ctx(p, &mut b);
+            b.extend_from_slice(h);
+        }
+        b.extend_from_slice(&(self.keys.len() as u32).to_be_bytes());
+        for (c, k) in &self.keys {
+            ctx(c, &mut b);
+            b.extend_from_slice(k);
+        }
+        zopp_crypto::sha256(&b)
+    }
+
+    fn key(&mut self, ctx: &KeyContext, key: &ScopeKey) {
+        self.keys.push((*ctx, key_commitment(key, ctx)));
+    }
+}
+
 /// Keys of one environment, derived and ready: the name key and one sealing key per epoch.
 /// Never persisted; only the wrapped chain is cached.
 pub struct EnvironmentChain {
+    /// Boxed: a chain travels inside results that should stay small.
+    trail: Box<KeyTrail>,
     workspace: WorkspaceId,
     project: ProjectId,
     environment: EnvironmentId,
@@ -82,27 +135,38 @@ fn grant_kind(raw: i32) -> Result<ScopeKind, ChainError> {
     }
 }
 
-/// Opens the grant key wrapped to `me` at `ctx`.
+/// Opens the grant key wrapped to `me` at `ctx`, recording it in `trail`.
 fn open_grant(
+    trail: &mut KeyTrail,
     wrapped_key: &[u8],
     ctx: &KeyContext,
     me: PrincipalId,
     secret: &AgreementSecret,
     what: &'static str,
 ) -> Result<ScopeKey, ChainError> {
-    unwrap_from_recipient(&wrapped(wrapped_key, what)?, ctx, &me, secret)
-        .map_err(|_| ChainError::Unwrap(what))
+    let key = unwrap_from_recipient(&wrapped(wrapped_key, what)?, ctx, &me, secret)
+        .map_err(|_| ChainError::Unwrap(what))?;
+    trail.grant = Some((*ctx, wrap_hash(wrapped_key)));
+    trail.key(ctx, &key);
+    Ok(key)
 }
 
+/// Opens a child key wrapped under `parent_key`, recording it in `trail`.
 fn open_child(
+    trail: &mut KeyTrail,
     wrapped_key: &[u8],
     child: &KeyContext,
     parent_key: &ScopeKey,
     parent: &KeyContext,
     what: &'static str,
 ) -> Result<ScopeKey, ChainError> {
-    unwrap_under(&wrapped(wrapped_key, what)?, child, parent_key, parent)
-        .map_err(|_| ChainError::Unwrap(what))
+    let key = unwrap_under(&wrapped(wrapped_key, what)?, child, parent_key, parent)
+        .map_err(|_| ChainError::Unwrap(what))?;
+    trail
+        .children
+        .push((*child, *parent, wrap_hash(wrapped_key)));
+    trail.key(child, &key);
+    Ok(key)
 }
 
 /// An environment's key of its current epoch, opened from the chain the server returned (what a
@@ -117,6 +181,8 @@ pub struct CurrentEnvironmentKey {
     /// # Security
     /// Secret: wrap it, never persist or print it.
     pub key: ScopeKey,
+    /// What was opened to reach it, for its statements to be checked.
+    pub trail: KeyTrail,
 }
 
 impl std::fmt::Debug for CurrentEnvironmentKey {
@@ -144,12 +210,14 @@ impl CurrentEnvironmentKey {
             environment: chain.environment,
             epoch: keys.key_epoch,
             key: chain.current,
+            trail: chain.trail,
         })
     }
 }
 
 /// The first half of [`EnvironmentChain::derive`]: ids and the current epoch's key.
 struct Current {
+    trail: KeyTrail,
     workspace: WorkspaceId,
     project: ProjectId,
     environment: EnvironmentId,
@@ -167,6 +235,7 @@ impl EnvironmentChain {
         secret: &AgreementSecret,
     ) -> Result<Self, ChainError> {
         let Current {
+            mut trail,
             workspace,
             project,
             environment,
@@ -185,6 +254,7 @@ impl EnvironmentChain {
                 .find(|l| l.epoch == n)
                 .ok_or(ChainError::Epochs)?;
             let older = open_child(
+                &mut trail,
                 &link.wrapped_key,
                 &env_ctx(n),
                 &newer,
@@ -198,6 +268,7 @@ impl EnvironmentChain {
         // `newer` is now EK(1): names digest under it so they survive rotations.
         let name_key = NameKey::derive(&newer);
         Ok(Self {
+            trail: Box::new(trail),
             workspace,
             project,
             environment,
@@ -229,12 +300,15 @@ impl EnvironmentChain {
         let env_ctx = |n: u32| ctx(ScopeKind::Environment, environment.as_bytes(), n);
 
         let grant_id = keys.grant_scope_id.as_str();
+        let mut trail = KeyTrail::default();
+        let t = &mut trail;
         let current = match grant_kind(keys.grant_scope)? {
             ScopeKind::Workspace => {
                 if grant_id != keys.workspace_id {
                     return Err(ChainError::GrantMismatch("workspace"));
                 }
                 let wk = open_grant(
+                    t,
                     &keys.grant_wrapped_key,
                     &ws_ctx,
                     me,
@@ -242,6 +316,7 @@ impl EnvironmentChain {
                     "workspace key",
                 )?;
                 let pk = open_child(
+                    t,
                     &keys.project_wrapped_key,
                     &pr_ctx,
                     &wk,
@@ -249,6 +324,7 @@ impl EnvironmentChain {
                     "project key",
                 )?;
                 open_child(
+                    t,
                     &keys.environment_wrapped_key,
                     &env_ctx(epoch),
                     &pk,
@@ -260,8 +336,16 @@ impl EnvironmentChain {
                 if grant_id != keys.project_id {
                     return Err(ChainError::GrantMismatch("project"));
                 }
-                let pk = open_grant(&keys.grant_wrapped_key, &pr_ctx, me, secret, "project key")?;
+                let pk = open_grant(
+                    t,
+                    &keys.grant_wrapped_key,
+                    &pr_ctx,
+                    me,
+                    secret,
+                    "project key",
+                )?;
                 open_child(
+                    t,
                     &keys.environment_wrapped_key,
                     &env_ctx(epoch),
                     &pk,
@@ -274,6 +358,7 @@ impl EnvironmentChain {
                     return Err(ChainError::GrantMismatch("environment"));
                 }
                 open_grant(
+                    t,
                     &keys.grant_wrapped_key,
                     &env_ctx(epoch),
                     me,
@@ -284,6 +369,7 @@ impl EnvironmentChain {
         };
 
         Ok(Current {
+            trail,
             workspace,
             project,
             environment,
@@ -291,6 +377,10 @@ impl EnvironmentChain {
         })
     }
 
+    /// What was opened to derive the chain, for its statements to be checked.
+    pub fn trail(&self) -> &KeyTrail {
+        &self.trail
+    }
     /// The workspace id.
     pub fn workspace(&self) -> WorkspaceId {
         self.workspace
@@ -327,6 +417,7 @@ impl EnvironmentChain {
 /// The key of a workspace or project, derived from [`pb::ScopeKeys`]: what a client wraps a new
 /// child scope's key under.
 pub struct ScopeChain {
+    trail: KeyTrail,
     workspace: WorkspaceId,
     project: Option<ProjectId>,
     key: ScopeKey,
@@ -357,11 +448,14 @@ impl ScopeChain {
             .map_err(|_| ChainError::BadId("workspace"))?;
         let ws_ctx = ctx(ScopeKind::Workspace, workspace.as_bytes(), 1);
         let grant = grant_kind(keys.grant_scope)?;
+        let mut trail = KeyTrail::default();
+        let t = &mut trail;
         if keys.project_id.is_empty() {
             if grant != ScopeKind::Workspace || keys.grant_scope_id != keys.workspace_id {
                 return Err(ChainError::GrantMismatch("workspace"));
             }
             let key = open_grant(
+                t,
                 &keys.grant_wrapped_key,
                 &ws_ctx,
                 me,
@@ -369,6 +463,7 @@ impl ScopeChain {
                 "workspace key",
             )?;
             return Ok(Self {
+                trail,
                 workspace,
                 project: None,
                 key,
@@ -381,6 +476,7 @@ impl ScopeChain {
         let key = match grant {
             ScopeKind::Workspace if keys.grant_scope_id == keys.workspace_id => {
                 let wk = open_grant(
+                    t,
                     &keys.grant_wrapped_key,
                     &ws_ctx,
                     me,
@@ -388,6 +484,7 @@ impl ScopeChain {
                     "workspace key",
                 )?;
                 open_child(
+                    t,
                     &keys.project_wrapped_key,
                     &pr_ctx,
                     &wk,
@@ -395,12 +492,18 @@ impl ScopeChain {
                     "project key",
                 )?
             }
-            ScopeKind::Project if keys.grant_scope_id == keys.project_id => {
-                open_grant(&keys.grant_wrapped_key, &pr_ctx, me, secret, "project key")?
-            }
+            ScopeKind::Project if keys.grant_scope_id == keys.project_id => open_grant(
+                t,
+                &keys.grant_wrapped_key,
+                &pr_ctx,
+                me,
+                secret,
+                "project key",
+            )?,
             _ => return Err(ChainError::GrantMismatch("project")),
         };
         Ok(Self {
+            trail,
             workspace,
             project: Some(project),
             key,
@@ -411,6 +514,10 @@ impl ScopeChain {
     /// The workspace id.
     pub fn workspace(&self) -> WorkspaceId {
         self.workspace
+    }
+    /// What was opened to derive the key, for its statements to be checked.
+    pub fn trail(&self) -> &KeyTrail {
+        &self.trail
     }
     /// The project id, when the chain reaches a project.
     pub fn project(&self) -> Option<ProjectId> {

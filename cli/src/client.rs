@@ -17,6 +17,7 @@ use zopp_crypto::ids::{EnvironmentId, PrincipalId, ProjectId, ServerId, Workspac
 use zopp_crypto::keyfile::KdfParams;
 use zopp_crypto::keys::{PrincipalKeys, ScopeKey, ScopeKind, SigningKey, VerifyingKey};
 use zopp_crypto::sign::{join_message, sign_request, NONCE_LEN, UNBOUND_SERVER};
+use zopp_crypto::statement::StatementRole;
 use zopp_crypto::token::PrincipalToken;
 use zopp_crypto::wrap::{wrap_to_recipient, wrap_under, KeyContext};
 use zopp_proto::v1 as pb;
@@ -28,6 +29,8 @@ use crate::error::{Error, Missing, Result, TlsProblem};
 use crate::home::{Identity, LocalConfig, ZoppHome};
 use crate::scope::EnvRef;
 use crate::validate::{check_name, NameKind};
+use crate::verify::keys::ChainStatements;
+use crate::verify::make::StatementMaker;
 
 /// Server used when neither `--server`, `ZOPP_SERVER` nor `config.toml` names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -874,12 +877,25 @@ impl Client {
             scope: format!("workspace '{name}'"),
             reason: e.to_string(),
         })?;
+        // The creator vouches for the key it made and for its own grant (FORMAT.md §13).
+        let maker = StatementMaker::new(id, self.identity.principal(), &keys.signing);
+        let statements = vec![
+            maker.scope_key(&ctx, 1, &wk),
+            maker.grant(
+                &ctx,
+                1,
+                StatementRole::Admin,
+                self.identity.principal(),
+                wrapped.as_bytes(),
+            ),
+        ];
         let req = self.signed(
             method::CREATE_WORKSPACE,
             pb::CreateWorkspaceRequest {
                 id: id.to_string(),
                 name: name.to_owned(),
                 wrapped_key: wrapped.into_bytes(),
+                statements,
             },
         );
         let created = self
@@ -967,18 +983,26 @@ impl Client {
             .map(Response::into_inner)
             .map_err(|s| self.status_error(s, target))?;
         self.check_scopes(&crate::pins::scope_sightings(workspace, project, &keys))?;
-        ScopeChain::derive(
+        let scope = match project {
+            None => format!("workspace '{workspace}'"),
+            Some(p) => format!("project '{p}'"),
+        };
+        let chain = ScopeChain::derive(
             &keys,
             self.identity.principal(),
             &self.identity.keys().agreement,
         )
         .map_err(|e| Error::KeyChain {
-            scope: match project {
-                None => format!("workspace '{workspace}'"),
-                Some(p) => format!("project '{p}'"),
-            },
+            scope: scope.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        self.authenticate_chain(
+            chain.trail(),
+            chain.workspace(),
+            ChainStatements::of_scope(&keys),
+            &scope,
+        )?;
+        Ok(chain)
     }
 
     /// Creates a project: a fresh PK wrapped under the workspace's key.
@@ -997,6 +1021,7 @@ impl Client {
             epoch: 1,
         };
         let wrapped = wrap_under(&pk, &ctx, parent.key(), &parent.context(), &mut OsRng);
+        let statements = self.creation_statements(&parent, &ctx, &pk, wrapped.as_bytes());
         let req = self.signed(
             method::CREATE_PROJECT,
             pb::CreateProjectRequest {
@@ -1004,6 +1029,7 @@ impl Client {
                 id: id.to_string(),
                 name: name.to_owned(),
                 wrapped_key: wrapped.into_bytes(),
+                statements,
             },
         );
         let created = self
@@ -1026,6 +1052,26 @@ impl Client {
             epoch: Some(1),
         });
         Ok(created)
+    }
+
+    /// The statements of a new scope key `key` (context `ctx`, generation 1) wrapped under
+    /// `parent`'s key as `wrapped` (FORMAT.md §13.3, §13.5).
+    fn creation_statements(
+        &self,
+        parent: &ScopeChain,
+        ctx: &KeyContext,
+        key: &ScopeKey,
+        wrapped: &[u8],
+    ) -> Vec<pb::KeyStatement> {
+        let maker = StatementMaker::new(
+            parent.workspace(),
+            self.identity.principal(),
+            &self.identity.keys().signing,
+        );
+        vec![
+            maker.scope_key(ctx, 1, key),
+            maker.child((ctx, 1), (&parent.context(), parent.generation()), wrapped),
+        ]
     }
 
     /// Projects of a workspace.
@@ -1096,6 +1142,7 @@ impl Client {
             epoch: 1,
         };
         let wrapped = wrap_under(&ek, &ctx, parent.key(), &parent.context(), &mut OsRng);
+        let statements = self.creation_statements(&parent, &ctx, &ek, wrapped.as_bytes());
         let req = self.signed(
             method::CREATE_ENVIRONMENT,
             pb::CreateEnvironmentRequest {
@@ -1104,6 +1151,7 @@ impl Client {
                 id: id.to_string(),
                 name: name.to_owned(),
                 wrapped_key: wrapped.into_bytes(),
+                statements,
             },
         );
         let created = self
@@ -1252,7 +1300,8 @@ impl Client {
         }
     }
 
-    /// Derives an environment's keys from a chain the server returned.
+    /// Derives an environment's keys from a chain the server returned, and checks the chain's
+    /// key statements (FORMAT.md §13.6) unless it was verified before.
     pub(crate) fn derive(
         &self,
         env: &EnvRef,
@@ -1260,6 +1309,21 @@ impl Client {
     ) -> Result<EnvironmentChain> {
         // Before any key is opened: a swapped scope or a hidden rotation is refused outright.
         self.check_scopes(&crate::pins::environment_sightings(env, keys))?;
+        let chain = self.derive_unchecked(env, keys)?;
+        self.authenticate_chain(
+            chain.trail(),
+            chain.workspace(),
+            ChainStatements::of_environment(keys),
+            &format!("environment '{}'", env.environment()),
+        )?;
+        Ok(chain)
+    }
+
+    fn derive_unchecked(
+        &self,
+        env: &EnvRef,
+        keys: &pb::EnvironmentKeys,
+    ) -> Result<EnvironmentChain> {
         EnvironmentChain::derive(
             keys,
             self.identity.principal(),
@@ -1269,6 +1333,16 @@ impl Client {
             scope: format!("environment '{}'", env.environment()),
             reason: e.to_string(),
         })
+    }
+
+    /// Whether the chain in `keys` opens to keys already verified against their statements.
+    pub(crate) fn chain_was_verified(
+        &self,
+        env: &EnvRef,
+        keys: &pb::EnvironmentKeys,
+    ) -> Result<bool> {
+        let chain = self.derive_unchecked(env, keys)?;
+        Ok(self.chain_cache().contains(&chain.trail().digest()))
     }
 }
 

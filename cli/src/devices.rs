@@ -13,7 +13,7 @@ use rand_core::OsRng;
 use tonic::Response;
 use zeroize::Zeroizing;
 use zopp_crypto::code::{OneTimeCode, DEVICE_PREFIX};
-use zopp_crypto::ids::PrincipalId;
+use zopp_crypto::ids::{PrincipalId, WorkspaceId};
 use zopp_crypto::keyfile::{self, KdfParams};
 use zopp_crypto::keys::{PrincipalKeys, ScopeKind};
 use zopp_crypto::sign::admission_message;
@@ -23,6 +23,7 @@ use zopp_proto::v1 as pb;
 use crate::client::{Client, ServerConfig};
 use crate::error::{Error, Result};
 use crate::home::{Identity, LocalConfig, ZoppHome};
+use crate::verify::make::{statement_role, StatementMaker};
 
 /// Full gRPC method paths of the device RPCs, as signed (FORMAT.md §4).
 pub mod method {
@@ -63,7 +64,7 @@ fn grant_context(g: &pb::OwnGrantKey) -> Result<KeyContext> {
         Ok(pb::ScopeKind::Environment) => ScopeKind::Environment,
         _ => return Err(Error::BadResponse("unknown grant scope".into())),
     };
-    let id = zopp_crypto::ids::WorkspaceId::try_parse(&grant.scope_id)
+    let id = WorkspaceId::try_parse(&grant.scope_id)
         .map_err(|_| Error::BadResponse("invalid grant scope id".into()))?;
     Ok(KeyContext {
         kind,
@@ -114,6 +115,7 @@ impl Client {
         let signing_pub = keys.signing.verifying_key();
         let agreement_pub = keys.agreement.public_key();
         let mut grant_keys = Vec::with_capacity(own.len());
+        let mut statements = Vec::with_capacity(own.len());
         for g in &own {
             let ctx = grant_context(g)?;
             let key = unwrap_from_recipient(
@@ -128,6 +130,23 @@ impl Client {
             })?;
             let wrapped = wrap_to_recipient(&key, &ctx, &id, &agreement_pub, &mut OsRng)
                 .map_err(|_| Error::InvalidInput("could not wrap a grant key".into()))?;
+            // This device vouches for the copy of its grant it wraps to the new one.
+            let workspace = WorkspaceId::try_parse(&g.workspace_id)
+                .map_err(|_| Error::BadResponse("invalid workspace id".into()))?;
+            let role = g
+                .grant
+                .as_ref()
+                .and_then(|x| statement_role(x.role))
+                .ok_or_else(|| Error::BadResponse("a grant names no role".into()))?;
+            statements.push(
+                StatementMaker::new(workspace, me.principal(), &me.keys().signing).grant(
+                    &ctx,
+                    g.key_epoch.max(1),
+                    role,
+                    id,
+                    wrapped.as_bytes(),
+                ),
+            );
             grant_keys.push(pb::ExportGrantKey {
                 grant_id: g.grant.as_ref().map(|x| x.id.clone()).unwrap_or_default(),
                 key: Some(pb::WrappedGrantKey {
@@ -165,6 +184,7 @@ impl Client {
                 agreement_key: agreement_pub.to_bytes().to_vec(),
                 admission_signature: admission.to_vec(),
                 keys: grant_keys,
+                statements,
             },
         );
         let resp = self

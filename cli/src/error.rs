@@ -202,6 +202,15 @@ pub enum Error {
     /// The server's response is malformed.
     #[error("unexpected response from the zopp server: {0}")]
     BadResponse(String),
+    /// A key the server returned is not vouched for by a signed key statement (FORMAT.md §13):
+    /// it may be a key the server substituted, so nothing is read or written with it.
+    #[error("refusing the keys of {scope}: {reason}")]
+    KeyForged {
+        /// The scope, e.g. `environment 'dev'`.
+        scope: String,
+        /// What failed, naming the key.
+        reason: String,
+    },
     /// A secret value cannot be shown in the requested form.
     #[error("secret '{name}' {reason}")]
     Unrepresentable {

@@ -364,6 +364,11 @@ pub fn describe(err: &CliError) -> Option<Failure> {
             Some("the server sent data its signatures do not vouch for: do not trust it, and tell your zopp administrator".into()),
             message,
         ),
+        Error::KeyForged { .. } => f(
+            EXIT_ERROR,
+            Some("the server sent key material nobody you trust signed for: do not use this server's data, keep it for investigation, and tell your zopp administrator".into()),
+            message,
+        ),
         Error::KeyChain { .. } => f(
             EXIT_ERROR,
             Some("your grant may have changed: ask an admin to grant access again".into()),

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::home::{Identity, LocalConfig, ZoppHome};
 use crate::teams::{Role, ScopeSpec};
 use crate::trust::{TrustStore, Verifier};
+use crate::verify::make::{statement_role, StatementMaker};
 
 /// Full gRPC method paths of the invite RPCs, as signed (FORMAT.md §4).
 pub mod method {
@@ -82,6 +83,20 @@ impl Client {
         let code = OneTimeCode::generate(&mut OsRng);
         let invite_key = code.signing_key().verifying_key();
         let statement = invite_statement(&code.id(), &invite_key);
+        // What the invite may admit, signed: the joiner's own grant claims no more (FORMAT.md
+        // §13.6), so a read invite cannot become an admin's grant.
+        let statements = vec![StatementMaker::new(
+            wk.workspace,
+            self.identity().principal(),
+            &self.identity().keys().signing,
+        )
+        .invite(
+            &wk.context,
+            wk.epoch,
+            role.statement_role(),
+            *code.id().as_bytes(),
+            invite_key.to_bytes(),
+        )];
         let req = self.signed(
             method::CREATE_INVITE,
             pb::CreateInviteRequest {
@@ -95,6 +110,7 @@ impl Client {
                 invite_key: invite_key.to_bytes().to_vec(),
                 invite_signature: self.identity().keys().signing.sign(&statement).to_vec(),
                 workspace_id: wk.scope_id.clone(),
+                statements,
             },
         );
         let info = self
@@ -299,6 +315,18 @@ pub async fn join_workspace(
         })?;
     let wrapped = wrap_to_recipient(&wk, &ws_ctx, &principal, &agreement_pub, &mut OsRng)
         .map_err(|_| Error::InvalidInput("could not wrap the workspace key".into()))?;
+    // The new principal vouches for the wrap it made to itself (FORMAT.md §13.4).
+    let role = statement_role(invite.role)
+        .ok_or_else(|| Error::BadResponse("the invite names no role".into()))?;
+    let statements = vec![
+        StatementMaker::new(workspace, principal, &keys.signing).grant(
+            &ws_ctx,
+            invite.key_epoch.max(1),
+            role,
+            principal,
+            wrapped.as_bytes(),
+        ),
+    ];
     let admission = invite_key.sign(&admission_message(
         &principal,
         &signing_pub,
@@ -335,6 +363,7 @@ pub async fn join_workspace(
             self_signature: self_signature.to_vec(),
             admission_signature: admission.to_vec(),
             wrapped_key: wrapped.into_bytes(),
+            statements,
         })
         .await
         .map(Response::into_inner)

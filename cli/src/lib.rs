@@ -37,6 +37,7 @@ pub mod teams;
 pub mod trust;
 pub mod validate;
 mod verified;
+pub mod verify;
 pub mod versions;
 
 pub use client::ClientIdentity;

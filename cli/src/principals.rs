@@ -16,6 +16,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::teams::{Role, ScopeSpec};
 use crate::trust::{label, TrustStore, Verifier};
+use crate::verify::make::StatementMaker;
 
 /// Full gRPC method paths of the principal RPCs, as signed (FORMAT.md §4).
 pub mod method {
@@ -121,6 +122,16 @@ impl Client {
             &mut OsRng,
         )
         .map_err(|_| Error::InvalidInput("could not wrap the scope key".into()))?;
+        let statements =
+            vec![
+                StatementMaker::new(material.workspace, me, &self.identity().keys().signing).grant(
+                    &material.context,
+                    material.epoch,
+                    role.statement_role(),
+                    id,
+                    wrapped.as_bytes(),
+                ),
+            ];
         let req = self.signed(
             method::CREATE_SERVICE_PRINCIPAL,
             pb::CreateServicePrincipalRequest {
@@ -139,6 +150,7 @@ impl Client {
                     key_epoch: material.epoch,
                     wrapped_key: wrapped.into_bytes(),
                 }),
+                statements,
             },
         );
         let principal = self

@@ -19,6 +19,8 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::teams::ScopeSpec;
 use crate::trust::Verifier;
+use crate::verify::keys::ChainStatements;
+use crate::verify::make::{statement_role, StatementMaker};
 
 /// Full gRPC method paths of the rotation RPCs, as signed (FORMAT.md §4).
 pub mod method {
@@ -48,6 +50,8 @@ struct Rekeyed {
     new: ScopeKey,
     old_ctx: KeyContext,
     new_ctx: KeyContext,
+    /// The new key's generation.
+    new_gen: u32,
 }
 
 fn kind_of(raw: i32) -> Result<ScopeKind> {
@@ -109,17 +113,24 @@ impl Client {
             .map(Response::into_inner)
             .map_err(|s| self.team_error(s, Some(scope)))?;
         let me = self.identity();
-        let parent = ScopeChain::derive(
-            plan.parent_keys
-                .as_ref()
-                .ok_or_else(|| Error::BadResponse("the rotation plan has no parent key".into()))?,
-            me.principal(),
-            &me.keys().agreement,
-        )
-        .map_err(|e| Error::KeyChain {
-            scope: scope.describe(),
-            reason: e.to_string(),
-        })?;
+        let parent_keys = plan
+            .parent_keys
+            .as_ref()
+            .ok_or_else(|| Error::BadResponse("the rotation plan has no parent key".into()))?;
+        let parent = ScopeChain::derive(parent_keys, me.principal(), &me.keys().agreement)
+            .map_err(|e| Error::KeyChain {
+                scope: scope.describe(),
+                reason: e.to_string(),
+            })?;
+        // The key everything new is wrapped under must be the scope's real key.
+        self.authenticate_chain(
+            parent.trail(),
+            parent.workspace(),
+            ChainStatements::of_scope(parent_keys),
+            &scope.describe(),
+        )?;
+        let maker = StatementMaker::new(parent.workspace(), me.principal(), &me.keys().signing);
+        let mut statements = Vec::new();
 
         // Every grantee is checked before anything is wrapped to it.
         let described = pb::GetPrincipalsResponse {
@@ -149,19 +160,21 @@ impl Client {
             let root = i == 0;
             // The key a scope's current key is wrapped under, and the one its new key will be:
             // the parent's old and new keys, or for the rotated scope its unchanged parent.
-            let (under_old, under_old_ctx, under_new, under_new_ctx) = if root {
+            let (under_old, under_old_ctx, under_new, under_new_ctx, under_new_gen) = if root {
                 (
                     parent.key(),
                     parent.context(),
                     parent.key(),
                     parent.context(),
+                    parent.generation(),
                 )
             } else {
                 let p = done.get(&s.parent_id).ok_or_else(|| {
                     Error::BadResponse("a rotation plan lists a child before its parent".into())
                 })?;
-                (&p.old, p.old_ctx, &p.new, p.new_ctx)
+                (&p.old, p.old_ctx, &p.new, p.new_ctx, p.new_gen)
             };
+            let new_gen = s.key_epoch.saturating_add(1);
             let old = if kind == ScopeKind::Workspace {
                 // The rotated workspace's current key is the parent chain's own key.
                 parent.key().clone()
@@ -190,6 +203,22 @@ impl Client {
                     wrap_under(&old, &old_ctx, &new, &new_ctx, &mut OsRng).into_bytes(),
                 ),
             };
+            // The rotating admin vouches for every key and wrap it makes (FORMAT.md §13).
+            statements.push(maker.scope_key(&new_ctx, new_gen, &new));
+            if !wrapped_key.is_empty() {
+                statements.push(maker.child(
+                    (&new_ctx, new_gen),
+                    (&under_new_ctx, under_new_gen),
+                    &wrapped_key,
+                ));
+            }
+            if !epoch_link.is_empty() {
+                statements.push(maker.child(
+                    (&old_ctx, s.key_epoch),
+                    (&new_ctx, new_gen),
+                    &epoch_link,
+                ));
+            }
             keys.push(pb::RotatedKey {
                 scope_id: s.id.clone(),
                 kind: s.kind,
@@ -198,6 +227,9 @@ impl Client {
                 epoch_link,
             });
             for g in &s.grants {
+                let role = statement_role(g.role).ok_or_else(|| {
+                    Error::BadResponse("a rotation plan lists a grant without its role".into())
+                })?;
                 let mut wrapped = Vec::with_capacity(g.principal_ids.len());
                 for pid in &g.principal_ids {
                     let pid = PrincipalId::try_parse(pid)
@@ -211,9 +243,10 @@ impl Client {
                             ),
                             fingerprint: None,
                         })?;
+                    statements.push(maker.grant(&new_ctx, new_gen, role, pid, w.as_bytes()));
                     wrapped.push(pb::WrappedGrantKey {
                         principal_id: pid.to_string(),
-                        key_epoch: s.key_epoch.saturating_add(1),
+                        key_epoch: new_gen,
                         wrapped_key: w.into_bytes(),
                     });
                     n_keys += 1;
@@ -231,6 +264,7 @@ impl Client {
                     new,
                     old_ctx,
                     new_ctx,
+                    new_gen,
                 },
             );
         }
@@ -242,6 +276,7 @@ impl Client {
                 scope: Some(scope.to_proto()),
                 keys,
                 grants,
+                statements,
             },
         );
         let resp = self

@@ -426,10 +426,20 @@ impl Client {
         Ok(self.chain_for(env).await?.0.digest(name))
     }
 
-    /// Adopts the key chain a response carried: caches it and derives from it.
-    fn adopt(&self, env: &EnvRef, keys: Option<&pb::EnvironmentKeys>) -> Result<EnvironmentChain> {
+    /// Adopts the key chain a response carried: caches it and derives from it. A per-secret
+    /// read carries the chain without its statements (FORMAT.md §13.6): a chain not verified
+    /// before is then fetched again with them.
+    async fn adopt(
+        &self,
+        env: &EnvRef,
+        keys: Option<&pb::EnvironmentKeys>,
+    ) -> Result<EnvironmentChain> {
         let keys =
             keys.ok_or_else(|| Error::BadResponse("the response carries no key chain".into()))?;
+        if keys.statements.is_empty() && !self.chain_was_verified(env, keys)? {
+            let fresh = self.environment_keys(env).await?;
+            return self.derive(env, &fresh);
+        }
         let chain = self.derive(env, keys)?;
         self.cache().store(env, keys);
         Ok(chain)
@@ -468,7 +478,7 @@ impl Client {
                             env_version,
                         });
                     }
-                    let current = self.adopt(env, resp.keys())?;
+                    let current = self.adopt(env, resp.keys()).await?;
                     if current.environment() != chain.environment() {
                         if retried {
                             return Err(Error::BadResponse(
@@ -1226,7 +1236,7 @@ impl Client {
             }
             self.status_error(s, Target::Environment(env))
         })?;
-        let chain = self.adopt(env, resp.keys.as_ref())?;
+        let chain = self.adopt(env, resp.keys.as_ref()).await?;
         let env_id = chain.environment();
         let writers = Writers::new(&resp.writers);
         let name_of = |i: usize| {

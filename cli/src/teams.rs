@@ -7,8 +7,9 @@ use std::fmt;
 
 use rand_core::OsRng;
 use tonic::{Code, Response, Status};
-use zopp_crypto::ids::PrincipalId;
+use zopp_crypto::ids::{PrincipalId, WorkspaceId};
 use zopp_crypto::keys::{ScopeKey, ScopeKind};
+use zopp_crypto::statement::StatementRole;
 use zopp_crypto::wrap::{wrap_to_recipient, KeyContext};
 use zopp_proto::v1 as pb;
 
@@ -18,6 +19,8 @@ use crate::error::{Error, Missing, Result};
 use crate::scope::EnvRef;
 use crate::trust::{TrustStore, TrustedPrincipal, Verifier};
 use crate::validate::{check_name, NameKind};
+use crate::verify::keys::ChainStatements;
+use crate::verify::make::StatementMaker;
 
 /// Full gRPC method paths of the team RPCs, as signed (FORMAT.md §4).
 pub mod method {
@@ -47,6 +50,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role as key statements name it (FORMAT.md §13.4).
+    pub fn statement_role(self) -> StatementRole {
+        match self {
+            Role::Read => StatementRole::Read,
+            Role::Write => StatementRole::Write,
+            Role::Admin => StatementRole::Admin,
+        }
+    }
+
     /// The wire value.
     pub fn to_proto(self) -> i32 {
         match self {
@@ -266,6 +278,8 @@ pub(crate) struct ScopeKeyMaterial {
     pub workspace_id: String,
     /// Id of its project (the scope itself for a project; `None` for a workspace).
     pub project_id: Option<String>,
+    /// The workspace it belongs to (statements about it name it).
+    pub workspace: WorkspaceId,
 }
 
 /// What a grant did.
@@ -433,7 +447,16 @@ impl Client {
                 scope: format!("environment '{}'", env.environment()),
                 reason: e.to_string(),
             })?;
+            let workspace = WorkspaceId::try_parse(&keys.workspace_id)
+                .map_err(|_| Error::BadResponse("invalid workspace id".into()))?;
+            self.authenticate_chain(
+                &current.trail,
+                workspace,
+                ChainStatements::of_environment(&keys),
+                &format!("environment '{}'", env.environment()),
+            )?;
             return Ok(ScopeKeyMaterial {
+                workspace,
                 context: KeyContext {
                     kind: ScopeKind::Environment,
                     id: *current.environment.as_bytes(),
@@ -452,6 +475,7 @@ impl Client {
             None => chain.workspace().to_string(),
         };
         Ok(ScopeKeyMaterial {
+            workspace: chain.workspace(),
             context: chain.context(),
             scope_id,
             epoch: chain.generation(),
@@ -519,6 +543,26 @@ impl Client {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // One grant statement per wrap: the granter vouches for what it wrapped to whom.
+        let maker = StatementMaker::new(
+            material.workspace,
+            self.identity().principal(),
+            &self.identity().keys().signing,
+        );
+        let statements = keys
+            .iter()
+            .map(|k| {
+                let recipient = PrincipalId::try_parse(&k.principal_id)
+                    .map_err(|_| Error::BadResponse("invalid principal id".into()))?;
+                Ok(maker.grant(
+                    &material.context,
+                    material.epoch,
+                    role.statement_role(),
+                    recipient,
+                    &k.wrapped_key,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let req = self.signed(
             method::SET_PERMISSION,
             pb::SetPermissionRequest {
@@ -527,6 +571,7 @@ impl Client {
                 role: role.to_proto(),
                 scope_id: material.scope_id.clone(),
                 keys,
+                statements,
             },
         );
         let grant = self

@@ -376,9 +376,33 @@ impl<'a> Verifier<'a> {
         id: PrincipalId,
         store: &mut TrustStore,
     ) -> Result<TrustedPrincipal, TrustError> {
+        self.verify_inner(id, store, false)
+    }
+
+    /// Verifies the admission chain of principal `id` as the maker of a key statement
+    /// (FORMAT.md §13.6): as [`Verifier::verify`], except that a revoked principal's keys still
+    /// count, since what it signed while it was a member stays valid.
+    ///
+    /// # Errors
+    /// [`TrustError`] naming the first problem found.
+    pub fn verify_signer(
+        &mut self,
+        id: PrincipalId,
+        store: &mut TrustStore,
+    ) -> Result<TrustedPrincipal, TrustError> {
+        self.verify_inner(id, store, true)
+    }
+
+    fn verify_inner(
+        &mut self,
+        id: PrincipalId,
+        store: &mut TrustStore,
+        allow_revoked: bool,
+    ) -> Result<TrustedPrincipal, TrustError> {
         let target = self.info(id)?;
         let (signing, agreement) = self.keys(id, target)?;
-        if target.revoked || self.infos.get(&id).is_some_and(|i| i.revoked_at_ms != 0) {
+        let revoked = target.revoked || self.infos.get(&id).is_some_and(|i| i.revoked_at_ms != 0);
+        if revoked && !allow_revoked {
             return Err(TrustError::Revoked {
                 principal: id,
                 label: label(target),

@@ -39,6 +39,10 @@ struct State {
     secrets: HashMap<(String, Vec<u8>), Vec<pb::SecretVersion>>,
     /// Signed methods called, in order.
     calls: Vec<&'static str>,
+    /// Key statements the clients sent (FORMAT.md §13), returned with every chain.
+    statements: Vec<pb::KeyStatement>,
+    /// The principal that created the (first) workspace.
+    creator: String,
     next_time: i64,
 }
 
@@ -134,7 +138,21 @@ impl Fake {
             epoch_links: Vec::new(),
             env_version: st.env_versions.get(&en.id).copied().unwrap_or(0),
             role: pb::Role::Admin as i32,
+            statements: st.statements.clone(),
+            signers: Fake::signers(st),
+            workspace_creator_id: st.creator.clone(),
         }
+    }
+
+    /// Every principal, as statement signers (the fake admits nobody: all are roots).
+    fn signers(st: &State) -> Vec<pb::PrincipalInfo> {
+        st.principals
+            .values()
+            .map(|p| pb::PrincipalInfo {
+                principal: Some(p.clone()),
+                ..Default::default()
+            })
+            .collect()
     }
 
     fn tampered(&self, mut v: pb::SecretVersion) -> pb::SecretVersion {
@@ -245,8 +263,13 @@ impl Zopp for Svc {
         &self,
         req: Request<pb::CreateWorkspaceRequest>,
     ) -> Reply<pb::Workspace> {
-        self.auth(&req, "/zopp.v1.Zopp/CreateWorkspace")?;
+        let me = self.auth(&req, "/zopp.v1.Zopp/CreateWorkspace")?;
         let r = req.into_inner();
+        {
+            let mut st = self.state();
+            st.statements.extend(r.statements.iter().cloned());
+            st.creator = me;
+        }
         create(
             &mut self.state().workspaces,
             Scope {
@@ -293,6 +316,7 @@ impl Zopp for Svc {
         self.auth(&req, "/zopp.v1.Zopp/CreateProject")?;
         let r = req.into_inner();
         let mut st = self.state();
+        st.statements.extend(r.statements.iter().cloned());
         let ws = st
             .workspaces
             .iter()
@@ -338,6 +362,7 @@ impl Zopp for Svc {
         self.auth(&req, "/zopp.v1.Zopp/CreateEnvironment")?;
         let r = req.into_inner();
         let mut st = self.state();
+        st.statements.extend(r.statements.iter().cloned());
         let ws = st
             .workspaces
             .iter()
@@ -423,6 +448,9 @@ impl Zopp for Svc {
             grant_scope_id: ws.id.clone(),
             grant_wrapped_key: ws.wrapped.clone(),
             role: pb::Role::Admin as i32,
+            statements: st.statements.clone(),
+            signers: Fake::signers(&st),
+            workspace_creator_id: st.creator.clone(),
             ..Default::default()
         };
         if !r.project.is_empty() {

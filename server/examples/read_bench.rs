@@ -108,6 +108,7 @@ async fn scaffold(
     c.create_workspace(s.sign(
         methods::CREATE_WORKSPACE,
         CreateWorkspaceRequest {
+            statements: Vec::new(),
             id: ws.to_string(),
             name: w.into(),
             wrapped_key: wrapped.into_bytes(),
@@ -117,6 +118,7 @@ async fn scaffold(
     c.create_project(s.sign(
         methods::CREATE_PROJECT,
         CreateProjectRequest {
+            statements: Vec::new(),
             workspace: w.into(),
             id: p.to_string(),
             name: "api".into(),
@@ -127,6 +129,7 @@ async fn scaffold(
     c.create_environment(s.sign(
         methods::CREATE_ENVIRONMENT,
         CreateEnvironmentRequest {
+            statements: Vec::new(),
             workspace: w.into(),
             project: "api".into(),
             id: id.to_string(),

@@ -19,6 +19,7 @@ use zopp_proto::v1::{
 };
 
 use super::permissions::stale_error;
+use super::statements::check_statements_any_workspace;
 use super::teams::{agreement_key, grant_keys, permission, principal_info};
 use super::workspace_invites::expiry_hours;
 use super::ZoppService;
@@ -137,6 +138,12 @@ impl ZoppService {
             }
         }
         let now = self.now_ms();
+        let statements = check_statements_any_workspace(
+            caller_id,
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let expires_at_ms = now + i64::from(hours) * 3_600_000;
         let export = NewDeviceExport {
             id: export_id,
@@ -178,6 +185,7 @@ impl ZoppService {
             }
             ExportOutcome::Stale(s) => return Err(stale_error(s, "your grants")),
         }
+        self.state.storage.add_key_statements(&statements).await?;
         tracing::info!(principal = %id, "device exported");
         let info = self.admission_closure(&[id]).await?;
         Ok(ExportPrincipalResponse {

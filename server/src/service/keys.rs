@@ -126,7 +126,7 @@ impl ZoppService {
             Some(p) if project_name.is_some() => epochs.projects.get(&p.id).copied().unwrap_or(1),
             _ => epochs.workspace,
         };
-        let keys = ScopeKeys {
+        let mut keys = ScopeKeys {
             key_epoch,
             workspace_id: r.workspace.id.to_string(),
             project_id: r
@@ -139,7 +139,10 @@ impl ZoppService {
             grant_wrapped_key: grant.keys[i].wrapped_key.as_bytes().to_vec(),
             project_wrapped_key,
             role: wire_role(role),
+            ..ScopeKeys::default()
         };
+        self.attach_scope_statements(caller.principal_id(), &mut keys)
+            .await?;
         self.audit_read(&caller, action::SCOPE_KEYS, &scope, String::new())
             .await?;
         Ok(keys)
@@ -214,6 +217,7 @@ impl ZoppService {
             epoch_links,
             env_version: env.env_version,
             role: wire_role(role),
+            ..EnvironmentKeys::default()
         })
     }
 }

@@ -16,6 +16,7 @@ mod rotation;
 mod scopes;
 mod secrets;
 mod service_principals;
+mod statements;
 mod teams;
 mod tenancy;
 mod trail;

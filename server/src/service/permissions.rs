@@ -14,6 +14,7 @@ use zopp_proto::v1::{
     SetPermissionRequest,
 };
 
+use super::statements::check_statements;
 use super::teams::{
     grant_keys, parse_principal, parse_role, permission, principal_info, wire_role, Access,
     MAX_PRINCIPALS,
@@ -194,6 +195,13 @@ impl ZoppService {
         }
         let keys = grant_keys(&m.keys)?;
         let now = self.now_ms();
+        let statements = check_statements(
+            access.r.workspace.id,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let id = GrantId::new_random();
         let entry = audit::draft(
             &caller,
@@ -215,6 +223,7 @@ impl ZoppService {
             GrantOutcome::Granted { .. } => {}
             GrantOutcome::Stale(s) => return Err(stale_error(s, &access.what)),
         }
+        self.state.storage.add_key_statements(&statements).await?;
         tracing::info!(grant = %id, role = %role, "permission set");
         let listing = self
             .state

@@ -17,7 +17,8 @@ use zopp_proto::v1::{
 };
 
 use super::permissions::stale_error;
-use super::teams::{grant_keys, principal_info, scope_id, wire_kind, Access};
+use super::statements::check_statements;
+use super::teams::{grant_keys, principal_info, scope_id, wire_kind, wire_role, Access};
 use super::ZoppService;
 use crate::audit::{self, action};
 use crate::auth::Caller;
@@ -112,6 +113,7 @@ impl ZoppService {
                 .push(RotationGrant {
                     grant_id: g.id.to_string(),
                     principal_ids: live.iter().map(|p| p.id.to_string()).collect(),
+                    role: wire_role(g.role),
                 });
         }
         let mut scopes = Vec::new();
@@ -251,6 +253,13 @@ impl ZoppService {
             }
         }
         let now = self.now_ms();
+        let statements = check_statements(
+            ws,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let (n_scopes, n_keys) = (scopes.len(), keys.len());
         let rotation = Rotation {
             root: access.scope,
@@ -268,6 +277,7 @@ impl ZoppService {
         if let Some(stale) = self.state.storage.rotate_keys(rotation, entry).await? {
             return Err(stale_error(stale, &access.what));
         }
+        self.state.storage.add_key_statements(&statements).await?;
         tracing::info!(scopes = n_scopes, grant_keys = n_keys, "keys rotated");
         Ok(RotateKeysResponse {
             scopes: u32::try_from(n_scopes).unwrap_or(u32::MAX),

@@ -13,6 +13,7 @@ use zopp_proto::v1::{
     SetRetentionRequest, SetRetentionResponse, Workspace,
 };
 
+use super::statements::check_statements;
 use super::{convert, ZoppService};
 use crate::audit::{self, action};
 use crate::auth::Caller;
@@ -45,6 +46,13 @@ impl ZoppService {
         let id: WorkspaceId = validate::client_id("workspace", &m.id)?;
         let wrapped_key = validate::recipient_wrap("wrapped_key", &m.wrapped_key)?;
         let now = self.now_ms();
+        let statements = check_statements(
+            id,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let scope = Scope::Workspace(id);
         let entry = audit::draft(
             &caller,
@@ -63,7 +71,10 @@ impl ZoppService {
             now_ms: now,
         };
         match self.state.storage.create_workspace(ws, entry).await {
-            Ok(w) => Ok(convert::workspace(&w)),
+            Ok(w) => {
+                self.state.storage.add_key_statements(&statements).await?;
+                Ok(convert::workspace(&w))
+            }
             Err(StorageError::AlreadyExists(Conflict::WorkspaceName)) => Err(
                 ServiceError::AlreadyExists(format!("workspace '{}' already exists", m.name)),
             ),
@@ -153,6 +164,13 @@ impl ZoppService {
         let id: ProjectId = validate::client_id("project", &m.id)?;
         let wrapped_key = validate::child_wrap("wrapped_key", &m.wrapped_key)?;
         let now = self.now_ms();
+        let statements = check_statements(
+            r.workspace.id,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let scope = Scope::Project(r.workspace.id, id);
         let entry = audit::draft(&caller, action::PROJECT_CREATE, &scope, m.name.clone(), now);
         let p = NewProject {
@@ -164,7 +182,10 @@ impl ZoppService {
             now_ms: now,
         };
         match self.state.storage.create_project(p, entry).await {
-            Ok(p) => Ok(convert::project(&p)),
+            Ok(p) => {
+                self.state.storage.add_key_statements(&statements).await?;
+                Ok(convert::project(&p))
+            }
             Err(StorageError::AlreadyExists(Conflict::ProjectName)) => {
                 Err(ServiceError::AlreadyExists(format!(
                     "project '{}' already exists in workspace '{}'",
@@ -282,6 +303,13 @@ impl ZoppService {
         let wrapped_key = validate::child_wrap("wrapped_key", &m.wrapped_key)?;
         let project = r.project()?;
         let now = self.now_ms();
+        let statements = check_statements(
+            r.workspace.id,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let scope = Scope::Environment(r.workspace.id, project.id, id);
         let entry = audit::draft(
             &caller,
@@ -300,7 +328,10 @@ impl ZoppService {
             now_ms: now,
         };
         match self.state.storage.create_environment(e, entry).await {
-            Ok(e) => Ok(convert::environment(&e)),
+            Ok(e) => {
+                self.state.storage.add_key_statements(&statements).await?;
+                Ok(convert::environment(&e))
+            }
             Err(StorageError::AlreadyExists(Conflict::EnvironmentName)) => {
                 Err(ServiceError::AlreadyExists(format!(
                     "environment '{}' already exists in project '{}'",

@@ -153,13 +153,15 @@ impl ZoppService {
         caller: Caller,
         m: GetEnvironmentRequest,
     ) -> ServiceResult<EnvironmentKeys> {
-        let (r, keys) = self
+        let (r, mut keys) = self
             .keys_for(
                 &caller,
                 m.env.as_ref(),
                 Action::ReadSecrets,
                 action::ENVIRONMENT_KEYS,
             )
+            .await?;
+        self.attach_environment_statements(caller.principal_id(), &mut keys)
             .await?;
         self.audit_read(
             &caller,
@@ -186,13 +188,15 @@ impl ZoppService {
                 "at_ms must not be negative".into(),
             ));
         }
-        let (r, keys) = self
+        let (r, mut keys) = self
             .keys_for(
                 &caller,
                 m.env.as_ref(),
                 Action::ReadSecrets,
                 action::ENVIRONMENT_FETCH,
             )
+            .await?;
+        self.attach_environment_statements(caller.principal_id(), &mut keys)
             .await?;
         let env = r.env()?;
         // A state that never existed is NOT_FOUND, like any other missing thing; the message

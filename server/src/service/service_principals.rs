@@ -16,6 +16,7 @@ use zopp_proto::v1::{
 };
 
 use super::permissions::{scope_ref, stale_error};
+use super::statements::check_statements;
 use super::teams::{
     agreement_key, grant_keys, parse_principal, parse_role, permission, principal_info, Access,
 };
@@ -128,6 +129,13 @@ impl ZoppService {
             )));
         }
         let keys = grant_keys(m.key.as_slice())?;
+        let statements = check_statements(
+            access.r.workspace.id,
+            caller_id,
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let sp = NewServicePrincipal {
             principal: NewPrincipal {
                 id,
@@ -177,6 +185,7 @@ impl ZoppService {
             }
             ServiceOutcome::Stale(s) => return Err(stale_error(s, &access.what)),
         }
+        self.state.storage.add_key_statements(&statements).await?;
         tracing::info!(principal = %id, role = %role, "service principal created");
         let info = self.admission_closure(&[id]).await?;
         info.iter()

@@ -20,6 +20,7 @@ use zopp_proto::v1::{
 };
 
 use super::permissions::stale_error;
+use super::statements::check_statements;
 use super::teams::{agreement_key, parse_role, principal_info, wire_role};
 use super::{methods, ZoppService};
 use crate::audit::{self, action};
@@ -149,6 +150,13 @@ impl ZoppService {
                 )
             })?;
         let now = self.now_ms();
+        let statements = check_statements(
+            ws.id,
+            caller.principal_id(),
+            &caller.principal().signing_key,
+            &m.statements,
+            now,
+        )?;
         let invite = NewInvite {
             id,
             workspace: ws.id,
@@ -179,6 +187,7 @@ impl ZoppService {
             }
             Err(e) => return Err(e.into()),
         }
+        self.state.storage.add_key_statements(&statements).await?;
         let stored = self
             .state
             .storage
@@ -344,6 +353,13 @@ impl ZoppService {
             })?;
         let wrapped_key = validate::recipient_wrap("wrapped_key", &m.wrapped_key)?;
         let now = self.now_ms();
+        let statements = check_statements(
+            invite.workspace,
+            principal_id,
+            &signing_key,
+            &m.statements,
+            now,
+        )?;
         let user_id = UserId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
         let join = WorkspaceJoin {
             invite_id: invite.id,
@@ -411,6 +427,7 @@ impl ZoppService {
                 ))
             }
         }
+        self.state.storage.add_key_statements(&statements).await?;
         tracing::info!(principal = %principal_id, user = %user_id, invite = %invite.id, "joined a workspace");
         Ok(JoinResponse {
             user_id: user_id.to_string(),

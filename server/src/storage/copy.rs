@@ -124,6 +124,10 @@ const TABLES: &[Table] = &[
         name: "server_identity",
         order_by: "singleton",
     },
+    Table {
+        name: "key_statements",
+        order_by: "hash",
+    },
 ];
 
 /// A table the target may already hold a row of (a server that was started on the empty

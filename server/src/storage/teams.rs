@@ -567,6 +567,47 @@ pub trait TeamStorage: Send + Sync {
         now_ms: i64,
         audit: AuditDraft,
     ) -> Result<bool>;
+
+    // ----- key statements (FORMAT.md §13) -----
+
+    /// Stores signed key statements (already checked by the service); one already stored is
+    /// kept as it is.
+    async fn add_key_statements(&self, statements: &[KeyStatementRecord]) -> Result<()>;
+
+    /// The key statements of `workspace` about any of `subjects` (scope ids), oldest first.
+    async fn key_statements(
+        &self,
+        workspace: WorkspaceId,
+        subjects: &[String],
+    ) -> Result<Vec<KeyStatementRecord>>;
+}
+
+/// One signed key statement as stored (FORMAT.md §13): the server only keeps and returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatementRecord {
+    /// Its workspace.
+    pub workspace: WorkspaceId,
+    /// The principal that signed it.
+    pub signer: PrincipalId,
+    /// Id of the scope whose key it is about.
+    pub subject: String,
+    /// The recipient of a grant statement.
+    pub recipient: Option<PrincipalId>,
+    /// Canonical bytes.
+    pub body: Vec<u8>,
+    /// Signature over `body`.
+    pub signature: Vec<u8>,
+    /// When it was stored.
+    pub created_at_ms: i64,
+}
+
+impl KeyStatementRecord {
+    /// SHA-256 of body and signature: the row's key.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut b = self.body.clone();
+        b.extend_from_slice(&self.signature);
+        zopp_crypto::sha256(&b)
+    }
 }
 
 /// Records a storage operation's latency and failures like [`Metered`] does for [`Storage`].
@@ -608,6 +649,16 @@ impl<S: Storage> TeamStorage for Metered<S> {
     }
     async fn workspace_meta(&self, id: WorkspaceId) -> Result<Option<WorkspaceMeta>> {
         metered!(self, workspace_meta(id))
+    }
+    async fn add_key_statements(&self, statements: &[KeyStatementRecord]) -> Result<()> {
+        metered!(self, add_key_statements(statements))
+    }
+    async fn key_statements(
+        &self,
+        workspace: WorkspaceId,
+        subjects: &[String],
+    ) -> Result<Vec<KeyStatementRecord>> {
+        metered!(self, key_statements(workspace, subjects))
     }
     async fn set_grant(&self, grant: NewGrant, audit: AuditDraft) -> Result<GrantOutcome> {
         metered!(self, set_grant(grant, audit))

@@ -86,6 +86,7 @@ async fn altered_body_is_refused_and_changes_nothing() {
     let mut req = u.sign(
         methods::CREATE_PROJECT,
         CreateProjectRequest {
+            statements: Vec::new(),
             workspace: "acme".into(),
             id: "6f1c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f".into(),
             name: "web".into(),

@@ -366,6 +366,7 @@ impl User {
             .create_workspace(self.sign(
                 methods::CREATE_WORKSPACE,
                 CreateWorkspaceRequest {
+                    statements: Vec::new(),
                     id: ws_id.to_string(),
                     name: w.to_string(),
                     wrapped_key: wrapped_wk.into_bytes(),
@@ -377,6 +378,7 @@ impl User {
             .create_project(self.sign(
                 methods::CREATE_PROJECT,
                 CreateProjectRequest {
+                    statements: Vec::new(),
                     workspace: w.to_string(),
                     id: project_id.to_string(),
                     name: p.to_string(),
@@ -389,6 +391,7 @@ impl User {
             .create_environment(self.sign(
                 methods::CREATE_ENVIRONMENT,
                 CreateEnvironmentRequest {
+                    statements: Vec::new(),
                     workspace: w.to_string(),
                     project: p.to_string(),
                     id: env_id.to_string(),

@@ -114,6 +114,7 @@ async fn creates_lists_and_refuses_duplicates_and_bad_names() {
         .into_bytes()
     };
     let create = |id: String, name: &str| CreateWorkspaceRequest {
+        statements: Vec::new(),
         id,
         name: name.into(),
         wrapped_key: wrapped(),
@@ -152,6 +153,7 @@ async fn creates_lists_and_refuses_duplicates_and_bad_names() {
         ),
         (
             CreateWorkspaceRequest {
+                statements: Vec::new(),
                 wrapped_key: vec![1, 2, 3],
                 ..create(fresh(), "x")
             },
@@ -182,6 +184,7 @@ async fn creates_lists_and_refuses_duplicates_and_bad_names() {
         .create_project(u.sign(
             methods::CREATE_PROJECT,
             CreateProjectRequest {
+                statements: Vec::new(),
                 workspace: "acme".into(),
                 id: uuid::Uuid::new_v4().to_string(),
                 name: "api".into(),
@@ -199,6 +202,7 @@ async fn creates_lists_and_refuses_duplicates_and_bad_names() {
         .create_environment(u.sign(
             methods::CREATE_ENVIRONMENT,
             CreateEnvironmentRequest {
+                statements: Vec::new(),
                 workspace: "acme".into(),
                 project: "api".into(),
                 id: uuid::Uuid::new_v4().to_string(),
@@ -245,6 +249,7 @@ async fn strangers_cannot_tell_hidden_from_missing() {
             .create_project(bob.sign(
                 methods::CREATE_PROJECT,
                 CreateProjectRequest {
+                    statements: Vec::new(),
                     workspace: "acme".into(),
                     id: uuid::Uuid::new_v4().to_string(),
                     name: "x".into(),
@@ -287,6 +292,7 @@ async fn environment_grantee_sees_only_its_environment() {
         .create_environment(alice.sign(
             methods::CREATE_ENVIRONMENT,
             CreateEnvironmentRequest {
+                statements: Vec::new(),
                 workspace: "acme".into(),
                 project: "api".into(),
                 id: staging_id,

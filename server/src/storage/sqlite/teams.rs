@@ -1087,6 +1087,71 @@ impl TeamStorage for SqliteStorage {
         tx.commit().await?;
         Ok(true)
     }
+
+    async fn add_key_statements(&self, statements: &[KeyStatementRecord]) -> Result<()> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for st in statements {
+            sqlx::query(
+                "INSERT INTO key_statements \
+                 (hash, workspace_id, signer_id, subject_id, recipient_id, body, signature, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(st.hash().to_vec())
+            .bind(st.workspace.to_string())
+            .bind(st.signer.to_string())
+            .bind(&st.subject)
+            .bind(st.recipient.map(|r| r.to_string()))
+            .bind(&st.body)
+            .bind(&st.signature)
+            .bind(st.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_statements(
+        &self,
+        workspace: WorkspaceId,
+        subjects: &[String],
+    ) -> Result<Vec<KeyStatementRecord>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> =
+            (0..subjects.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT signer_id, subject_id, recipient_id, body, signature, created_at \
+             FROM key_statements WHERE workspace_id = $1 AND subject_id IN ({}) \
+             ORDER BY created_at, hash",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(workspace.to_string());
+        for s in subjects {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                let recipient: Option<String> = r.try_get(2)?;
+                Ok(KeyStatementRecord {
+                    workspace,
+                    signer: parse_id(&r.try_get::<String, _>(0)?, "statement signer id")?,
+                    subject: r.try_get(1)?,
+                    recipient: recipient
+                        .map(|t| parse_id(&t, "statement recipient id"))
+                        .transpose()?,
+                    body: r.try_get(3)?,
+                    signature: r.try_get(4)?,
+                    created_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
