@@ -605,27 +605,6 @@ impl Zopp for Svc {
         Err(Status::unimplemented("not in the fake"))
     }
 
-    async fn acquire_app_lease(
-        &self,
-        _: Request<pb::AcquireAppLeaseRequest>,
-    ) -> Reply<pb::AcquireAppLeaseResponse> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-
-    async fn release_app_lease(
-        &self,
-        _: Request<pb::ReleaseAppLeaseRequest>,
-    ) -> Reply<pb::ReleaseAppLeaseResponse> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-
-    async fn get_app_status(
-        &self,
-        _: Request<pb::GetAppStatusRequest>,
-    ) -> Reply<pb::GetAppStatusResponse> {
-        Err(Status::unimplemented("not in the fake"))
-    }
-
     async fn get_principals(
         &self,
         _: Request<pb::GetPrincipalsRequest>,

@@ -520,6 +520,7 @@ fn unknown_enum_values_nul_bytes_and_skewed_clocks_are_refused() {
                         id: "0190b7e4-8c5e-4cc1-9a1b-2f3e4d5c6b7b".into(),
                         name: name.into(),
                         wrapped_key: vec![1, 2, 3],
+                        statements: Vec::new(),
                     },
                 ))
                 .await
@@ -533,6 +534,7 @@ fn unknown_enum_values_nul_bytes_and_skewed_clocks_are_refused() {
                         id: "0190b7e4-8c5e-4cc1-9a1b-2f3e4d5c6b7c".into(),
                         name: name.into(),
                         wrapped_key: vec![1, 2, 3],
+                        statements: Vec::new(),
                     },
                 ))
                 .await
@@ -576,6 +578,7 @@ fn unknown_enum_values_nul_bytes_and_skewed_clocks_are_refused() {
             rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
             let sig = zopp_crypto::sign::sign_request(
                 &signer.keys().signing,
+                &signer.server_id(),
                 "/zopp.v1.Zopp/WhoAmI",
                 ts,
                 &nonce,

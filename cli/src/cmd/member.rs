@@ -102,6 +102,8 @@ async fn remove(ctx: &Context, out: &Out, a: &MemberRemoveArgs) -> Result<(), Cl
     let mut principals = BTreeSet::new();
     let mut environments: Vec<pb::ScopeRef> = Vec::new();
     let mut to_rotate: Vec<ScopeSpec> = Vec::new();
+    // Invites and service principals they had issued, revoked with their last grant.
+    let mut issued: Vec<pb::IssuedItem> = Vec::new();
     for g in theirs {
         let scope = ScopeSpec::from_proto(&g.scope.clone().unwrap_or_default());
         match client.remove_permission(&scope, &grantee).await {
@@ -111,6 +113,7 @@ async fn remove(ctx: &Context, out: &Out, a: &MemberRemoveArgs) -> Result<(), Cl
                 }
                 let report = resp.report.unwrap_or_default();
                 principals.extend(report.principal_ids);
+                issued.extend(report.issued);
                 for e in report.environments {
                     if !environments.contains(&e) {
                         environments.push(e);
@@ -150,6 +153,7 @@ async fn remove(ctx: &Context, out: &Out, a: &MemberRemoveArgs) -> Result<(), Cl
         principal_ids: principals.iter().cloned().collect(),
         environments,
         rotate: Vec::new(),
+        issued,
     };
     let readable = readable_secrets(&client, &report).await;
     if !out.is_json() {

@@ -1613,12 +1613,15 @@ const JOIN_METHODS: [&str; 2] = ["/zopp.v1.Zopp/Join", "/zopp.v1.Zopp/JoinWorksp
 /// Builds a join message from the actor's signing key, agreement key, email and token hash.
 type JoinMessage = fn(&[u8], &[u8], &str, &[u8; 32]) -> Vec<u8>;
 
+/// Builds a request message from the server id, method, time, nonce and body hash.
+type RequestMessage = fn(&[u8; 16], &str, i64, &[u8; 16], &[u8; 32]) -> Vec<u8>;
+
 /// How one implementation hashes and verifies, so the algorithm of FORMAT.md §8 runs once over
 /// zopp-crypto and once over the reference implementation.
 struct Primitives {
     canonical: fn(&AuditRecord<'_>) -> Vec<u8>,
     hash: fn(&[u8; 32], &[u8]) -> [u8; 32],
-    request_message: fn(&[u8; 16], &str, i64, &[u8; 16], &[u8; 32]) -> Vec<u8>,
+    request_message: RequestMessage,
     join_message: JoinMessage,
     verify: fn(&[u8], &[u8], &[u8]) -> &'static str,
     key_ok: fn(&[u8]) -> bool,
