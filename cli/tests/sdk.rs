@@ -564,11 +564,14 @@ impl Zopp for Svc {
         }
         st.next_time += 1000;
         let time = 1_700_000_000_000 + st.next_time;
-        let env_version = {
-            let v = st.env_versions.entry(en.id.clone()).or_insert(0);
-            *v += 1;
-            *v
-        };
+        // Writers sign the env_version and time they claim; like the server, the fake stores
+        // what they signed and refuses a claim that is not the next env_version.
+        let env_version = st.env_versions.get(&en.id).copied().unwrap_or(0) + 1;
+        if r.writes.iter().any(|w| w.env_version != env_version) {
+            return Err(Status::aborted("version conflict"));
+        }
+        st.env_versions.insert(en.id.clone(), env_version);
+        let time = r.writes.first().map_or(time, |w| w.created_at_ms);
         for w in r.writes {
             st.secrets
                 .entry((en.id.clone(), w.name_digest.clone()))
@@ -582,7 +585,7 @@ impl Zopp for Svc {
                     writer_principal_id: me.clone(),
                     signature: w.signature,
                     prev_hash: w.prev_hash,
-                    created_at_ms: time,
+                    created_at_ms: w.created_at_ms,
                     env_version,
                 });
         }

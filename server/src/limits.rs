@@ -77,7 +77,8 @@ impl BodyLimits {
         if signature.len() != 128 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        (ts.saturating_sub(self.clock.now_ms()).abs() <= MAX_SKEW_MS).then_some(principal)
+        // abs_diff: `i64::MIN - now` saturates to i64::MIN, whose `abs` overflows.
+        (ts.abs_diff(self.clock.now_ms()) <= MAX_SKEW_MS.unsigned_abs()).then_some(principal)
     }
 
     async fn is_registered(&self, principal: PrincipalId) -> bool {

@@ -453,7 +453,8 @@ impl ZoppService {
             )));
         }
         let server_now = self.now_ms();
-        if (claimed_at - server_now).abs() > MAX_WRITE_SKEW_MS {
+        // abs_diff: a claimed time near i64::MIN would overflow a subtraction.
+        if claimed_at.abs_diff(server_now) > MAX_WRITE_SKEW_MS.unsigned_abs() {
             return Err(ServiceError::InvalidArgument(format!(
                 "the writes claim time {claimed_at} (unix ms) but the server's clock says {server_now}: check this machine's clock"
             )));

@@ -545,7 +545,7 @@ impl User {
 
     /// `w` claiming environment version `env_version` at time `now`: re-signed when this
     /// user signed it without a point in history.
-    fn stamp(&self, env: &Env, w: &SecretWrite, env_version: u64, now: i64) -> SecretWrite {
+    pub fn stamp(&self, env: &Env, w: &SecretWrite, env_version: u64, now: i64) -> SecretWrite {
         let mut out = w.clone();
         let digest = NameDigest::try_from_slice(&w.name_digest).ok();
         let prev: Option<[u8; 32]> = w.prev_hash.as_slice().try_into().ok();

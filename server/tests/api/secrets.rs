@@ -237,14 +237,18 @@ async fn refused_input_changes_nothing() {
             WriteSecretsRequest {
                 env: env.r(),
                 environment_id: uuid::Uuid::new_v4().to_string(),
-                writes: vec![good()],
+                // Stamped as a real write would be, so only the environment id is wrong.
+                writes: vec![u.stamp(&env, &good(), 2, now_ms())],
                 if_env_version: 0,
             },
         ))
         .await;
+    let wrong_id = wrong_id.expect_err("wrong id");
     assert_eq!(
-        wrong_id.expect_err("wrong id").code(),
-        Code::FailedPrecondition
+        wrong_id.code(),
+        Code::FailedPrecondition,
+        "{}",
+        wrong_id.message()
     );
     // Too many writes.
     let many: Vec<SecretWrite> = (0..20_001u32)
