@@ -212,7 +212,13 @@ impl Client {
         let pins = self.scope_pins();
         let mut floor = pins.load();
         let mut unknown: Vec<(&pb::PrincipalPublic, String, PrincipalId)> = Vec::new();
+        let me = self.identity().principal().to_string();
+        let my_key = self.identity().keys().signing.verifying_key().to_bytes();
         for w in writers {
+            // This client's own key needs no chain: it holds the private half.
+            if w.principal_id == me && w.signing_key.as_slice() == my_key.as_slice() {
+                continue;
+            }
             let entry = writer_entry(workspace_id, &w.principal_id, &w.signing_key);
             if floor.writers.contains(&entry) || unknown.iter().any(|(_, e, _)| *e == entry) {
                 continue;

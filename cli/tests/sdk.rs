@@ -610,9 +610,36 @@ impl Zopp for Svc {
 
     async fn get_principals(
         &self,
-        _: Request<pb::GetPrincipalsRequest>,
+        req: Request<pb::GetPrincipalsRequest>,
     ) -> Reply<pb::GetPrincipalsResponse> {
-        Err(Status::unimplemented("not in the fake"))
+        self.auth(&req, "/zopp.v1.Zopp/GetPrincipals")?;
+        let r = req.into_inner();
+        let st = self.state();
+        // The fake admits nobody, so every principal is a root: describe those asked for.
+        let principals = Fake::signers(&st)
+            .into_iter()
+            .filter(|p| {
+                p.principal
+                    .as_ref()
+                    .is_some_and(|p| r.principal_ids.contains(&p.principal_id))
+            })
+            .collect();
+        let workspace_id = st
+            .workspaces
+            .iter()
+            .find(|w| w.name == r.workspace)
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        Ok(Response::new(pb::GetPrincipalsResponse {
+            principals,
+            workspace_creator_id: if workspace_id.is_empty() {
+                String::new()
+            } else {
+                st.creator.clone()
+            },
+            workspace_id,
+            ..Default::default()
+        }))
     }
 
     async fn set_permission(
@@ -1046,11 +1073,29 @@ async fn a_recreated_environment_refreshes_a_stale_cache_once() {
         .expect("recreate");
     b.set_secret(&env, "NEW", b"2", None).await.expect("set");
 
+    // A pinned the old environment's id: a new id under the same name is refused as a swap
+    // (a malicious server could do the same), until the user forgets the pin on purpose.
+    let err = a
+        .get_secret(&env, "NEW", None)
+        .await
+        .expect_err("a new id under a pinned name");
+    assert!(matches!(err, Error::ScopeSwapped { .. }), "{err}");
+    for f in std::fs::read_dir(home_a.path().join("cache")).expect("cache dir") {
+        let f = f.expect("cache entry").path();
+        if f.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("scopes-"))
+        {
+            std::fs::remove_file(f).expect("forget the scope pins");
+        }
+    }
+    let a = connect(&server, &ZoppHome::new(home_a.path())).await;
+
     // A's cached chain belongs to the old environment: its digest for NEW is wrong.
     drain(&fake);
     let s = a.get_secret(&env, "NEW", None).await.expect("refreshed");
     assert_eq!(s.expose_value(), b"2");
-    assert_eq!(drain(&fake), ["GetSecret", "GetEnvironment", "GetSecret"]);
+    // The read carries the new chain, written by this same principal: one round trip.
+    assert_eq!(drain(&fake), ["GetSecret"]);
     // The cache is fresh again: one round trip.
     a.get_secret(&env, "NEW", None).await.expect("warm");
     assert_eq!(drain(&fake), ["GetSecret"]);

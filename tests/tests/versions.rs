@@ -739,15 +739,14 @@ fn tamper_version_signed_by_nobody_is_caught() {
 #[test]
 fn tamper_environment_rolled_back_behind_a_client_is_caught() {
     let (server, alice) = sqlite_with_history();
-    // Back to the state before K's second version: every remaining row genuinely signed.
+    // K back to its first version: every remaining row genuinely signed (OTHER keeps the
+    // environment version its writer signed; renumbering it would be a forgery, caught sooner).
     tamper(
         &server,
         "UPDATE secret_heads SET version = 1, hash = (SELECT hash FROM secret_versions v \
            WHERE v.name_digest = secret_heads.name_digest AND v.version = 1) \
          WHERE version = 2; \
-         DELETE FROM secret_versions WHERE version = 2; \
-         UPDATE secret_versions SET env_version = 2 WHERE env_version = 3; \
-         UPDATE environments SET env_version = 2",
+         DELETE FROM secret_versions WHERE version = 2",
     );
     let message = "secret 'K' went back from version 2 to 1: the server is serving an older state than this client has already seen";
     refused(&alice, &["secret", "get", "K"], message);
