@@ -608,10 +608,11 @@ def join_message(signing, agreement, email, token_hash):
     return b"zopp/v1/join" + signing + agreement + lp(email.encode()) + token_hash
 
 
-def version_message(env, digest, version, epoch, deleted, envelope, prev, writer):
+def version_message(env, digest, version, epoch, deleted, envelope, prev, writer, env_version, created_at_ms):
     return (
         b"zopp/v1/version" + env + digest + u64(version) + u32(epoch)
         + bytes([1 if deleted else 0]) + sha256(envelope) + prev + writer
+        + u64(env_version) + i64(created_at_ms)
     )
 
 
@@ -674,16 +675,50 @@ def b64url_decode_strict(body):
     return bytes(out)
 
 
+def token_binding(b):
+    """§10.1: the root, then one workspace, an optional project, environments after a project."""
+    if len(b) < 49:
+        raise Refused(MALFORMED)
+    count, pos, levels = b[48], 49, []
+    for _ in range(count):
+        if len(b) < pos + 22:
+            raise Refused(MALFORMED)
+        level, n = b[pos], b[pos + 21]
+        name = b[pos + 22 : pos + 22 + n]
+        if level not in (1, 2, 3) or n == 0 or len(name) != n:
+            raise Refused(MALFORMED)
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused(MALFORMED) from None
+        levels.append(level)
+        pos += 22 + n
+    if pos != len(b):
+        raise Refused(MALFORMED)
+    ok = (
+        len(levels) >= 1 and levels[0] == 1
+        and all(lv != 1 for lv in levels[1:])
+        and (len(levels) < 2 or levels[1] == 2)
+        and all(lv == 3 for lv in levels[2:])
+        and len(levels) - 2 <= 64
+    )
+    if not ok:
+        raise Refused(MALFORMED)
+    return b
+
+
 def token_parse(text):
     text = text.strip(WHITESPACE)
     if not text.startswith("zopp_"):
         raise Refused(MALFORMED)
     raw = b64url_decode_strict(text[5:])
-    if len(raw) != 81:
+    if len(raw) < 1:
         raise Refused(MALFORMED)
-    if raw[0] != 1:
+    if raw[0] != 2:
         raise Refused(UNSUPPORTED_FORMAT)
-    return raw[1:17], raw[17:49], raw[49:81]
+    if len(raw) < 81:
+        raise Refused(MALFORMED)
+    return raw[1:17], raw[17:49], raw[49:81], token_binding(raw[81:])
 
 
 # ---------------------------------------------------------------- operations (§11.1)
@@ -801,6 +836,7 @@ def op_version_verify(i):
     msg = version_message(
         hx(i, "environment_id"), hx(i, "name_digest"), i["version"], i["key_epoch"],
         i["deleted"], hx(i, "envelope"), hx(i, "prev_hash"), hx(i, "writer_id"),
+        i["env_version"], i["created_at_ms"],
     )
     sig = hx(i, "signature")
     ed25519_verify(hx(i, "verifying_key"), msg, sig)
@@ -888,13 +924,14 @@ def op_keyfile_decode(i):
 
 
 def op_token_parse(i):
-    principal, seed, share = token_parse(i["token"])
+    principal, seed, share, binding = token_parse(i["token"])
     secret = bytes(a ^ b for a, b in zip(share, hx(i, "server_share")))
     return {
         "principal_id": principal,
         "signing_seed": seed,
         "verifying_key": ed25519_public(seed),
         "token_share": share,
+        "binding": binding,
         "agreement_secret": secret,
         "agreement_public": x25519_public(secret),
     }
