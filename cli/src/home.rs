@@ -568,6 +568,27 @@ fn prompt(text: &str) -> Result<Zeroizing<String>> {
         .map_err(|e| Error::io("cannot read a passphrase from", "/dev/tty", e))
 }
 
+/// A fixed identity for the caches' unit tests; `secret` fills the X25519 secret, so two values
+/// give two principals whose cache keys differ.
+#[cfg(test)]
+pub(crate) fn test_identity(secret: u8) -> Identity {
+    use zopp_crypto::keys::{AgreementSecret, PrincipalKeys, SigningKey};
+    Identity::new(
+        LocalConfig {
+            server: "http://127.0.0.1:1".into(),
+            principal_id: "6f1c2a36-6a0b-4c3e-9d0e-2f5b7a1e9c11".into(),
+            user_id: "0b6b0f7e-3c43-4f43-8a51-7f3c4f0f1d22".into(),
+            email: "a@example.com".into(),
+            principal_name: "laptop".into(),
+        },
+        PrincipalKeys {
+            signing: SigningKey::from_seed(&[0x11; 32]),
+            agreement: AgreementSecret::from_bytes([secret; 32]),
+        },
+    )
+    .expect("valid ids")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,25 +274,8 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::LocalConfig;
-    use zopp_crypto::keys::{AgreementSecret, PrincipalKeys, SigningKey};
-
-    fn identity(secret: u8) -> Identity {
-        Identity::new(
-            LocalConfig {
-                server: "http://127.0.0.1:1".into(),
-                principal_id: "6f1c2a36-6a0b-4c3e-9d0e-2f5b7a1e9c11".into(),
-                user_id: "0b6b0f7e-3c43-4f43-8a51-7f3c4f0f1d22".into(),
-                email: "a@example.com".into(),
-                principal_name: "laptop".into(),
-            },
-            PrincipalKeys {
-                signing: SigningKey::from_seed(&[0x11; 32]),
-                agreement: AgreementSecret::from_bytes([secret; 32]),
-            },
-        )
-        .expect("valid ids")
-    }
+    use crate::home::test_identity as identity;
+    use zopp_crypto::keys::SigningKey;
 
     #[test]
     fn entries_round_trip_and_forged_files_are_ignored() {
